@@ -1,0 +1,284 @@
+"""Typed configuration for every Frieren component, and the named presets.
+
+Field names follow the reference constructors' keyword arguments, so a reference
+JSON config maps onto these dataclasses without renaming. Configs are frozen:
+library code takes them as typed objects and never parses dicts itself; only
+entry points (CLI, bundle loader, tests) build them from JSON via ``from_dict``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from typing import Any, Mapping, Optional, Tuple, Type, TypeVar
+
+T = TypeVar("T")
+
+# The Stable-Diffusion / Diff-Foley latent scale that Frieren inherits (FRIEREN_SPEC §2.5).
+LATENT_SCALE_FACTOR = 0.18215
+
+
+def _coerce(value: Any) -> Any:
+    """Turn JSON lists (possibly nested) into tuples so configs stay hashable."""
+    if isinstance(value, list):
+        return tuple(_coerce(v) for v in value)
+    return value
+
+
+def config_from_dict(cls: Type[T], data: Mapping[str, Any], *, strict: bool = False) -> T:
+    """Build a frozen config dataclass from a mapping.
+
+    Unknown keys are ignored unless ``strict`` (reference JSON files carry extra
+    keys such as ``monitor``); nested dataclass fields are built recursively.
+    """
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if strict and unknown:
+        raise ValueError(f"{cls.__name__}: unknown config keys {unknown}")
+    kwargs = {}
+    for name, f in known.items():
+        if name not in data:
+            continue
+        value = data[name]
+        sub = _nested_type(cls, name)
+        if sub is not None and isinstance(value, Mapping):
+            value = config_from_dict(sub, value, strict=strict)
+        elif value is not None:
+            value = _coerce(value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _nested_type(cls: type, name: str) -> Optional[type]:
+    hints = {
+        "Preset": {
+            "mel": MelConfig, "vae": VAEConfig, "estimator": EstimatorConfig,
+            "cond": CondConfig, "cavp": CAVPConfig, "vocoder": VocoderConfig,
+            "geometry": WindowGeometry, "sampling": SamplingConfig,
+        }
+    }
+    return hints.get(cls.__name__, {}).get(name)
+
+
+def config_to_dict(cfg: Any) -> dict:
+    """JSON-ready dict of a config dataclass (tuples become lists)."""
+    return dataclasses.asdict(cfg)
+
+
+@dataclass(frozen=True)
+class MelConfig:
+    """Log10-mel front end (FRIEREN_SPEC §1.1)."""
+    sample_rate: int = 16000
+    n_fft: int = 1024
+    win_length: int = 1024
+    hop_length: int = 256
+    n_mels: int = 80
+    fmin: float = 0.0
+    fmax: float = 8000.0
+    clamp_min: float = 1e-5
+    magnitude_eps: float = 1e-9
+
+    @classmethod
+    def from_reference_hparams(cls, hp: Mapping[str, Any]) -> "MelConfig":
+        """Map the reference's NAT_mel hparams names onto this config."""
+        return cls(sample_rate=hp["audio_sample_rate"], n_fft=hp["fft_size"],
+                   win_length=hp["win_size"], hop_length=hp["hop_size"],
+                   n_mels=hp["audio_num_mel_bins"], fmin=hp["fmin"], fmax=hp["fmax"])
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    """1-D mel VAE (Make-An-Audio-2 AutoencoderKL; FRIEREN_SPEC §2). Names follow ``ddconfig``."""
+    embed_dim: int = 20
+    double_z: bool = True
+    in_channels: int = 80
+    out_ch: int = 80
+    z_channels: int = 20
+    kernel_size: int = 5
+    ch: int = 384
+    ch_mult: Tuple[int, ...] = (1, 2, 4)
+    num_res_blocks: int = 2
+    attn_layers: Tuple[int, ...] = (3,)
+    down_layers: Tuple[int, ...] = (0,)
+    dropout: float = 0.0
+
+    @classmethod
+    def from_reference(cls, params: Mapping[str, Any]) -> "VAEConfig":
+        """From the reference ``AutoencoderKL(embed_dim=..., ddconfig={...})`` kwargs."""
+        merged = dict(params.get("ddconfig", {}))
+        merged["embed_dim"] = params["embed_dim"]
+        return config_from_dict(cls, merged)
+
+
+@dataclass(frozen=True)
+class EstimatorConfig:
+    """ChannelConcatDiT vector-field estimator (FRIEREN_SPEC §4).
+
+    ``latents_per_frame`` is the length regulator's nearest-upsampling factor
+    (8 in the reference: one visual frame covers 8 latent frames).
+    """
+    in_channels: int = 20
+    context_dim: int = 768
+    hidden_size: int = 576
+    num_heads: int = 8
+    depth: int = 4
+    max_len: int = 1000
+    latents_per_frame: int = 8
+
+
+@dataclass(frozen=True)
+class CondConfig:
+    """Condition encoder: one Linear(origin_dim -> embed_dim) (FRIEREN_SPEC §3.3)."""
+    origin_dim: int = 512
+    embed_dim: int = 768
+
+
+@dataclass(frozen=True)
+class CAVPConfig:
+    """CAVP video branch: SlowOnly 3D ResNet-50 + Linear head (FRIEREN_SPEC §3.2)."""
+    depth: int = 50
+    base_channels: int = 64
+    embed_dim: int = 512
+    image_size: int = 224
+    chunk_frames: int = 40  # the reference extractor's clip length ("Don't change it")
+
+
+@dataclass(frozen=True)
+class VocoderConfig:
+    """BigVGAN generator (FRIEREN_SPEC §7). Names follow ``args.yml``."""
+    num_mels: int = 80
+    upsample_rates: Tuple[int, ...] = (4, 4, 2, 2, 2, 2)
+    upsample_kernel_sizes: Tuple[int, ...] = (8, 8, 4, 4, 4, 4)
+    upsample_initial_channel: int = 1536
+    resblock: str = "1"
+    resblock_kernel_sizes: Tuple[int, ...] = (3, 7, 11)
+    resblock_dilation_sizes: Tuple[Tuple[int, ...], ...] = ((1, 3, 5), (1, 3, 5), (1, 3, 5))
+    activation: str = "snakebeta"
+    snake_logscale: bool = True
+
+
+@dataclass(frozen=True)
+class WindowGeometry:
+    """How one model window maps visual frames to latents, mels and samples.
+
+    frames_per_window visual frames -> frames_per_window * latents_per_frame latent
+    frames -> x mel_per_latent mel frames -> x hop_length samples. Visual frames are
+    sampled on the audio clock (DESIGN §3.1): one frame period is the audio span of
+    one visual frame, ``window_samples / sample_rate / frames_per_window`` seconds.
+    """
+    frames_per_window: int = 32
+    latents_per_frame: int = 8
+    mel_per_latent: int = 2
+    hop_length: int = 256
+    sample_rate: int = 16000
+
+    @property
+    def latent_frames(self) -> int:
+        return self.frames_per_window * self.latents_per_frame
+
+    @property
+    def mel_frames(self) -> int:
+        return self.latent_frames * self.mel_per_latent
+
+    @property
+    def window_samples(self) -> int:
+        return self.mel_frames * self.hop_length
+
+    @property
+    def samples_per_frame(self) -> int:
+        """Audio samples covered by one visual frame (4096 for the official preset)."""
+        return self.latents_per_frame * self.mel_per_latent * self.hop_length
+
+    @property
+    def samples_per_latent(self) -> int:
+        return self.mel_per_latent * self.hop_length
+
+    @property
+    def frame_period_s(self) -> float:
+        return self.samples_per_frame / self.sample_rate
+
+    @property
+    def visual_fps(self) -> float:
+        return self.sample_rate / self.samples_per_frame
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """Default sampler settings of a preset (FRIEREN_SPEC §5.2, §6.4)."""
+    steps: int = 25
+    cfg_scale: float = 4.5
+    solver: str = "euler"
+    reference_time_grid: bool = True  # reproduce torchdyn's float32 grid + long() truncation
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Everything needed to build a model stack. ``vocoder=None`` means Griffin-Lim."""
+    name: str
+    mel: MelConfig = field(default_factory=MelConfig)
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    estimator: EstimatorConfig = field(default_factory=EstimatorConfig)
+    cond: CondConfig = field(default_factory=CondConfig)
+    cavp: CAVPConfig = field(default_factory=CAVPConfig)
+    vocoder: Optional[VocoderConfig] = field(default_factory=VocoderConfig)
+    geometry: WindowGeometry = field(default_factory=WindowGeometry)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    scale_factor: float = LATENT_SCALE_FACTOR
+
+    def __post_init__(self) -> None:
+        g = self.geometry
+        problems = []
+        if self.estimator.latents_per_frame != g.latents_per_frame:
+            problems.append(f"estimator.latents_per_frame={self.estimator.latents_per_frame} "
+                            f"!= geometry.latents_per_frame={g.latents_per_frame}")
+        if self.estimator.in_channels != self.vae.embed_dim:
+            problems.append(f"estimator.in_channels={self.estimator.in_channels} != vae.embed_dim={self.vae.embed_dim}")
+        if self.cond.embed_dim != self.estimator.context_dim:
+            problems.append(f"cond.embed_dim={self.cond.embed_dim} != estimator.context_dim={self.estimator.context_dim}")
+        if self.cond.origin_dim != self.cavp.embed_dim:
+            problems.append(f"cond.origin_dim={self.cond.origin_dim} != cavp.embed_dim={self.cavp.embed_dim}")
+        if self.mel.hop_length != g.hop_length or self.mel.sample_rate != g.sample_rate:
+            problems.append("mel hop/sample_rate disagree with geometry")
+        if g.latent_frames + 1 > self.estimator.max_len:
+            problems.append(f"window of {g.latent_frames} latents exceeds max_len={self.estimator.max_len}")
+        if problems:
+            raise ValueError(f"inconsistent preset {self.name!r}: " + "; ".join(problems))
+
+
+def _official(name: str, steps: int) -> Preset:
+    return Preset(name=name, sampling=SamplingConfig(steps=steps, cfg_scale=4.5))
+
+
+def _tiny() -> Preset:
+    """Our small preset for tests and CPU demos (same structure, smaller everything).
+
+    Geometry: 16 visual frames at 7.8125 fps (128 ms each) -> 64 latents -> 128 mels
+    -> 32 768 samples (2.048 s). A higher visual rate than the official 3.9 fps gives
+    finer timing and a 128 ms hop; the shorter window keeps a CPU tick cheap.
+    """
+    geometry = WindowGeometry(frames_per_window=16, latents_per_frame=4)
+    return Preset(
+        name="tiny",
+        vae=VAEConfig(embed_dim=8, z_channels=8, ch=32, ch_mult=(1, 1, 2), num_res_blocks=1),
+        estimator=EstimatorConfig(in_channels=8, context_dim=128, hidden_size=96, num_heads=4,
+                                  depth=2, max_len=256, latents_per_frame=4),
+        cond=CondConfig(origin_dim=128, embed_dim=128),
+        cavp=CAVPConfig(depth=50, base_channels=8, embed_dim=128, image_size=64, chunk_frames=40),
+        vocoder=None,
+        geometry=geometry,
+        sampling=SamplingConfig(steps=1, cfg_scale=4.5),
+    )
+
+
+PRESETS = {
+    "frieren-16k": lambda: _official("frieren-16k", steps=25),
+    "frieren-16k-1step": lambda: _official("frieren-16k-1step", steps=1),
+    "tiny": _tiny,
+}
+
+
+def get_preset(name: str) -> Preset:
+    """The one preset factory; fails loudly on an unknown name."""
+    try:
+        return PRESETS[name]()
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
