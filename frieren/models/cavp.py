@@ -1,0 +1,272 @@
+"""CAVP video branch: SlowOnly 3D ResNet-50 backbone + linear projection (FRIEREN_SPEC §3.2).
+
+Frieren conditions on per-frame CAVP features (Diff-Foley's contrastive audio-visual
+pre-training). Only the *video* branch of ``CAVP_Inference`` is used; the Cnn14 audio
+branch (``spec_encoder.*``) and ``logit_scale`` exist in the checkpoint only so that it
+loads, and are dropped by name here (:func:`select_video_branch`).
+
+Architecture (mmaction2 ``ResNet3dSlowOnly(depth=50)``, ``style='pytorch'``):
+
+* stem ``conv1``: Conv3d 3→C, kernel (1,7,7), stride (1,2,2), padding (0,3,3), no bias,
+  BN3d, ReLU; then MaxPool3d kernel (1,3,3), stride (1,2,2), padding (0,1,1); no pool2.
+* ``layer1..layer4``: Bottleneck3d blocks (expansion 4), stage depths (3,4,6,3), planes
+  C·(1,2,4,8), spatial strides (1,2,2,2) on the 3x3 conv, temporal stride always 1.
+* inflation (0,0,1,1), style '3x1x1': in layer3 and layer4 *every* block's conv1 is a
+  (3,1,1) conv with temporal padding 1; elsewhere conv1 is 1x1x1. conv2 is always (1,3,3).
+* every conv is an mmcv ``ConvModule`` (``.conv`` without bias, ``.bn``, ReLU except conv3);
+  the first block of each stage has a ``downsample`` 1x1x1 conv (+BN) with the block stride.
+* the output (B, 8·4·C, T, h, w) is averaged over h, w per frame → (B, 4·8·C, T, 1, 1).
+
+The head reshapes to (B, T, feat_dim), applies ``video_project_head`` Linear(feat_dim →
+embed_dim) and (Frieren: ``pool=False``) L2-normalises per frame.
+
+Parameter counts (checked by ``tests/frieren/test_cavp.py`` against the reference manifest):
+
+==========================  ===============  =====================
+config                      backbone         + head = video branch
+==========================  ===============  =====================
+full (base_channels=64)     31,634,496       1,049,088 → 32,683,584
+reduced (base_channels=8)   501,128          131,584 → 632,712
+==========================  ===============  =====================
+
+The nine inflated (3,1,1) convs give a temporal receptive field of ±9 frames (±2.25 s at
+4 fps); zero temporal padding applies at the edges of every processed clip, so features
+depend on how frames are chunked (the reference extractor uses 40-frame chunks).
+
+Measured CPU cost (dev machine, 2 threads, inference_mode, random weights): full size on
+(1, 32, 3, 224, 224) ≈ 3.7 s (≈ 117 ms per frame); base_channels=8 on (1, 16, 3, 64, 64) ≈ 10 ms.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Dict, Iterable, Mapping, Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from frieren.config import CAVPConfig
+
+logger = logging.getLogger(__name__)
+
+# Stage depths of the bottleneck ResNets that ResNet3dSlowOnly supports.
+_STAGE_BLOCKS: Dict[int, Tuple[int, ...]] = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
+_EXPANSION = 4
+_SPATIAL_STRIDES = (1, 2, 2, 2)
+_INFLATE = (0, 0, 1, 1)  # per stage; a 1 inflates conv1 of every block of that stage to (3,1,1)
+
+# State-dict prefixes that belong to the video branch; everything else in a CAVP checkpoint
+# (spec_encoder.*, logit_scale) is ignored.
+VIDEO_BRANCH_PREFIXES = ("video_encoder.", "video_project_head.")
+
+
+def _triple(v) -> Tuple[int, int, int]:
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v, v)
+
+
+class ConvModule(nn.Module):
+    """mmcv ``ConvModule`` subset: Conv3d (no bias) → BatchNorm3d → optional ReLU.
+
+    Submodule names ``conv`` and ``bn`` match the checkpoint keys.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
+                 act: bool = True):
+        super().__init__()
+        self.conv = nn.Conv3d(in_channels, out_channels, _triple(kernel_size), stride=_triple(stride),
+                              padding=_triple(padding), bias=False)
+        self.bn = nn.BatchNorm3d(out_channels, eps=1e-5, momentum=0.1)
+        self.act = nn.ReLU(inplace=True) if act else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.bn(self.conv(x))
+        return self.act(x) if self.act is not None else x
+
+
+class Bottleneck3d(nn.Module):
+    """mmaction2 Bottleneck3d, ``style='pytorch'`` (stride on conv2), inflate style '3x1x1'."""
+
+    expansion = _EXPANSION
+
+    def __init__(self, inplanes: int, planes: int, spatial_stride: int = 1, inflate: bool = False,
+                 downsample: Optional[nn.Module] = None):
+        super().__init__()
+        if inflate:
+            k1, p1 = (3, 1, 1), (1, 0, 0)
+        else:
+            k1, p1 = (1, 1, 1), (0, 0, 0)
+        self.conv1 = ConvModule(inplanes, planes, k1, stride=1, padding=p1)
+        self.conv2 = ConvModule(planes, planes, (1, 3, 3), stride=(1, spatial_stride, spatial_stride),
+                                padding=(0, 1, 1))
+        self.conv3 = ConvModule(planes, planes * self.expansion, 1, act=False)
+        self.downsample = downsample
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.conv3(self.conv2(self.conv1(x)))
+        return self.relu(out + identity)
+
+
+class ResNet3dSlowOnly(nn.Module):
+    """SlowOnly 3D ResNet backbone; input (B, 3, T, H, W), output (B, feat_dim, T, 1, 1)."""
+
+    def __init__(self, depth: int = 50, base_channels: int = 64, in_channels: int = 3):
+        super().__init__()
+        if depth not in _STAGE_BLOCKS:
+            raise ValueError(f"ResNet3dSlowOnly: depth must be one of {sorted(_STAGE_BLOCKS)}, got {depth}")
+        self.depth = depth
+        self.base_channels = base_channels
+        self.conv1 = ConvModule(in_channels, base_channels, (1, 7, 7), stride=(1, 2, 2), padding=(0, 3, 3))
+        self.maxpool = nn.MaxPool3d(kernel_size=(1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1))
+        inplanes = base_channels
+        for i, n_blocks in enumerate(_STAGE_BLOCKS[depth]):
+            planes = base_channels * 2 ** i
+            stride = _SPATIAL_STRIDES[i]
+            downsample = None
+            if stride != 1 or inplanes != planes * _EXPANSION:
+                downsample = ConvModule(inplanes, planes * _EXPANSION, 1, stride=(1, stride, stride), act=False)
+            blocks = [Bottleneck3d(inplanes, planes, stride, bool(_INFLATE[i]), downsample)]
+            inplanes = planes * _EXPANSION
+            blocks += [Bottleneck3d(inplanes, planes, 1, bool(_INFLATE[i])) for _ in range(1, n_blocks)]
+            self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
+        self.feat_dim = inplanes
+        # AdaptiveAvgPool2d((1,1)) on the 5-D map: averages H, W per frame (no parameters).
+        self.pool = nn.AdaptiveAvgPool2d((1, 1))
+
+    def stages(self) -> Iterable[Tuple[str, nn.Module]]:
+        return [("stem", nn.Sequential(self.conv1, self.maxpool))] + [
+            (f"layer{i}", getattr(self, f"layer{i}")) for i in range(1, 5)]
+
+    def forward_stages(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """All stage outputs: keys ``stem``, ``layer1`` .. ``layer4``, ``pooled``."""
+        out: Dict[str, torch.Tensor] = {}
+        for name, mod in self.stages():
+            x = mod(x)
+            out[name] = x
+        out["pooled"] = self.pool(x)
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.conv1(x))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.pool(x)
+
+
+def select_video_branch(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """The video-branch entries of a CAVP checkpoint state_dict.
+
+    Accepts a raw checkpoint dict too (uses ``['state_dict']`` if present), strips the
+    DataParallel ``module.`` prefix like the reference extractor, and drops ``spec_encoder.*``,
+    ``logit_scale`` and anything else outside :data:`VIDEO_BRANCH_PREFIXES`.
+    """
+    if "state_dict" in state_dict and isinstance(state_dict["state_dict"], Mapping):
+        state_dict = state_dict["state_dict"]
+    out = {}
+    for key, value in state_dict.items():
+        key = key.replace("module.", "")
+        if key.startswith(VIDEO_BRANCH_PREFIXES):
+            out[key] = value
+    return out
+
+
+class CAVPVideoEncoder(nn.Module):
+    """CAVP video branch producing per-frame features.
+
+    Submodules ``video_encoder`` (:class:`ResNet3dSlowOnly`) and ``video_project_head``
+    (Linear feat_dim → embed_dim, feat_dim = 32·base_channels) give state_dict keys equal to
+    the checkpoint's ``video_encoder.*`` / ``video_project_head.*`` keys.
+
+    The encoder is frozen in Frieren: it is built in eval mode and ``train()`` keeps its
+    BatchNorm layers in eval mode (running statistics), as the reference extractor uses them.
+    """
+
+    def __init__(self, cfg: CAVPConfig = CAVPConfig()):
+        super().__init__()
+        self.cfg = cfg
+        self.video_encoder = ResNet3dSlowOnly(depth=cfg.depth, base_channels=cfg.base_channels)
+        self.feat_dim = self.video_encoder.feat_dim
+        self.video_project_head = nn.Linear(self.feat_dim, cfg.embed_dim)
+        self.eval()
+
+    # -- mode -------------------------------------------------------------------------------
+    def train(self, mode: bool = True) -> "CAVPVideoEncoder":
+        super().train(mode)
+        for m in self.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+        return self
+
+    # -- loading ----------------------------------------------------------------------------
+    def load_checkpoint_state_dict(self, state_dict: Mapping[str, torch.Tensor], strict: bool = True):
+        """Load a CAVP checkpoint (full ``CAVP_Inference`` state_dict or just the video branch).
+
+        ``spec_encoder.*`` and ``logit_scale`` are ignored by name; with ``strict`` every
+        video-branch key must be present with the right shape.
+        """
+        sd = select_video_branch(state_dict)
+        if not sd:
+            raise ValueError("CAVP checkpoint has no 'video_encoder.*' / 'video_project_head.*' keys; "
+                             "is this a Diff-Foley CAVP checkpoint?")
+        own = self.state_dict()
+        bad = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+               for k, v in sd.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+        if bad:
+            raise ValueError(f"CAVP checkpoint shapes do not match {self.cfg} (first: {bad[0]}); "
+                             f"{len(bad)} mismatched tensors")
+        return self.load_state_dict(sd, strict=strict)
+
+    # -- forward ----------------------------------------------------------------------------
+    @staticmethod
+    def _check_video(video: torch.Tensor) -> None:
+        if video.dim() != 5 or video.shape[2] != 3:
+            raise ValueError(f"CAVP expects video (B, T, 3, H, W), got {tuple(video.shape)}")
+        if not video.is_floating_point():
+            raise TypeError(f"CAVP expects float video in [0, 1], got dtype {video.dtype}")
+
+    def backbone(self, video: torch.Tensor) -> torch.Tensor:
+        """video (B, T, 3, H, W) in [0, 1] → pooled backbone output (B, feat_dim, T, 1, 1)."""
+        self._check_video(video)
+        return self.video_encoder(video.permute(0, 2, 1, 3, 4))
+
+    def backbone_stages(self, video: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """video (B, T, 3, H, W) → every stage output (B, C, T, h, w) and ``pooled``."""
+        self._check_video(video)
+        return self.video_encoder.forward_stages(video.permute(0, 2, 1, 3, 4))
+
+    def head(self, pooled: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """(B, feat_dim, T, 1, 1) → (B, T, embed_dim), L2-normalised per frame if ``normalize``."""
+        b, c, t = pooled.shape[:3]
+        x = self.video_project_head(pooled.reshape(b, c, t).permute(0, 2, 1))
+        return F.normalize(x, dim=-1) if normalize else x
+
+    def forward(self, video: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """video (B, T, 3, H, W) float in [0, 1] → features (B, T, embed_dim).
+
+        The frames of each batch item form one clip (temporal zero padding at its edges).
+        """
+        return self.head(self.backbone(video), normalize)
+
+    @torch.no_grad()
+    def extract(self, frames: torch.Tensor, chunk_frames: Optional[int] = None,
+                normalize: bool = True) -> torch.Tensor:
+        """frames (T, 3, H, W) in [0, 1] → (T, embed_dim), like the reference extractor.
+
+        Consecutive chunks of ``chunk_frames`` (default ``cfg.chunk_frames`` = 40) are encoded
+        independently as separate clips; a trailing partial chunk is its own shorter clip.
+        """
+        if frames.dim() != 4 or frames.shape[1] != 3:
+            raise ValueError(f"CAVP.extract expects frames (T, 3, H, W), got {tuple(frames.shape)}")
+        chunk = chunk_frames or self.cfg.chunk_frames
+        if chunk <= 0:
+            raise ValueError(f"chunk_frames must be positive, got {chunk}")
+        if frames.shape[0] == 0:
+            return frames.new_zeros(0, self.cfg.embed_dim)
+        outs = [self.forward(frames[s:s + chunk].unsqueeze(0), normalize)[0]
+                for s in range(0, frames.shape[0], chunk)]
+        return torch.cat(outs, dim=0)
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of parameter elements (buffers such as BN running stats excluded)."""
+    return sum(p.numel() for p in module.parameters())
