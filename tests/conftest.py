@@ -43,3 +43,31 @@ def load_tensors(path: Path) -> dict:
 def _deterministic_threads():
     torch.set_num_threads(2)
     yield
+
+
+def make_test_video(path: Path, seconds: float, fps: int = 30, width: int = 640, height: int = 360,
+                    codec: str = "libx264", with_audio: bool = False) -> Path:
+    """Write a real video file with PyAV: a moving bar over a gradient (fast to encode)."""
+    import av
+    import numpy as np
+    from fractions import Fraction
+
+    n = int(round(seconds * fps))
+    base = np.zeros((height, width, 3), np.uint8)
+    base[..., 0] = np.linspace(0, 255, width, dtype=np.uint8)[None, :]
+    base[..., 2] = np.linspace(0, 255, height, dtype=np.uint8)[:, None]
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(codec, rate=Fraction(fps))
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        if codec == "libx264":
+            stream.options = {"preset": "ultrafast"}
+        for i in range(n):
+            img = base.copy()
+            x = int((i / max(1, n - 1)) * (width - 20))
+            img[:, x:x + 20] = 255
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
