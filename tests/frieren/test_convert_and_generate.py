@@ -126,3 +126,33 @@ def test_corrupt_video_is_a_one_line_error(tmp_path):
     assert "bad.mp4" in proc.stderr and "Traceback" not in proc.stderr
     assert len([l for l in proc.stderr.strip().splitlines() if "error" in l]) == 1
     assert not (tmp_path / "o.wav").exists()
+
+
+def test_info_reports_preset_geometry_and_parameters(bundle):
+    import json
+
+    proc = _frieren("info", str(bundle), "--json")
+    data = json.loads(proc.stdout)
+    from frieren.checkpoints import load_bundle
+
+    stack, info = load_bundle(bundle)
+    assert data["preset"] == info.preset.name
+    assert data["geometry"]["window_samples"] == info.preset.geometry.window_samples
+    assert data["parameters"]["total"] == sum(p.numel() for p in stack.parameters())
+    assert data["vocoder"] == "bigvgan"
+    text = _frieren("info", str(bundle)).stdout
+    assert info.preset.name in text and "estimator" in text
+
+
+def test_folder_mode_skips_bad_files_and_writes_the_rest(tmp_path):
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    make_test_video(folder / "a.mp4", seconds=2.0, fps=25, width=160, height=120)
+    make_test_video(folder / "b.mkv", seconds=1.0, fps=24, width=128, height=96)
+    (folder / "broken.webm").write_bytes(b"not a video")
+    out = tmp_path / "wavs"
+    proc = _frieren("generate", str(folder), "--out", str(out), "--preset", "tiny", "--random-init", check=False)
+    assert proc.returncode == 1  # one file failed, the others were written
+    assert "broken.webm" in proc.stderr
+    assert abs(_wav_seconds(out / "a.wav") - 2.0) <= 256 / 16000
+    assert abs(_wav_seconds(out / "b.wav") - 1.0) <= 256 / 16000
