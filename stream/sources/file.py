@@ -118,17 +118,21 @@ class FileSource(Source):
                     out_pts = pts + offset
                     if last_out is not None and out_pts <= last_out:
                         continue  # non-increasing timestamp from the container: skip
+                    release_ns = self._clock()
                     if self.realtime:
                         if t0_ns is None:
-                            t0_ns, pts0 = self._clock(), out_pts
+                            t0_ns, pts0 = release_ns, out_pts
                         target = t0_ns + rescale(out_pts - pts0, self.time_base, Fraction(1, NS_PER_S))
-                        delay = target - self._clock()
+                        delay = target - release_ns
                         if delay > 0 and stop.wait(delay / NS_PER_S):
                             return
+                        release_ns = max(self._clock(), target)
+                    # The capture instant is the release instant (before pixel conversion), so a
+                    # slow conversion never makes a frame look captured late.
                     if self.size is not None:
                         av_frame = av_frame.reformat(width=self.size[0], height=self.size[1], format="rgb24")
                     rgb = av_frame.to_ndarray(format="rgb24")
-                    yield Frame(pts=out_pts, time_base=self.time_base, rgb=rgb, capture_ns=self._clock(),
+                    yield Frame(pts=out_pts, time_base=self.time_base, rgb=rgb, capture_ns=release_ns,
                                 source_id=self.source_id)
                     last_out = out_pts
             finally:
