@@ -12,10 +12,10 @@
     An audio ``MediaStreamTrack``: the worker thread hands it :class:`AudioChunk`\\ s
     with :meth:`push_threadsafe` (crossing into the loop only through
     ``loop.call_soon_threadsafe``); ``recv`` resamples to 48 kHz and returns 20 ms
-    ``av.AudioFrame``\\ s paced by the sample clock. When the buffer runs dry it
-    plays silence and counts an underrun, then re-fills ``prebuffer_ms`` before
-    playing again; a buffer above ``max_buffer_ms`` drops its oldest samples
-    (counted), so latency stays bounded.
+    ``av.AudioFrame``\\ s paced by the sample clock, taken from a
+    :class:`stream.jitter.PlayoutBuffer` (fixed prebuffer, or an adaptive playout
+    delay that follows the measured arrival delays). When the buffer runs dry it
+    plays silence and counts an underrun; its size is bounded (oldest dropped, counted).
 
 aiortc and av are imported here at module level: import this module only where
 the ``webrtc`` extra is wanted.
@@ -27,7 +27,6 @@ import logging
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
 from fractions import Fraction
 from typing import Callable, Deque, Dict, Optional
 
@@ -35,6 +34,7 @@ import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from .jitter import JitterConfig, PlayoutBuffer
 from .messages import AudioChunk, Frame
 from .queues import AsyncBoundedQueue, BoundedQueue, Closed, Empty
 from .resample import StreamingResampler
@@ -146,27 +146,22 @@ class VideoTrackConsumer:
 
 
 # ---------------------------------------------------------------------------------- audio out
-@dataclass
-class _Segment:
-    pcm: np.ndarray        # float32 (N,) at the output rate
-    capture_ns: int        # capture instant of pcm[0]
-    offset: int = 0        # samples already played
-
-
 class GeneratedAudioTrack(MediaStreamTrack):
     """48 kHz mono audio track paced by its sample clock; silence on underrun.
 
     in_rate:       sample rate of the chunks handed to :meth:`push_threadsafe`.
     frame_ms:      samples per returned frame (20 ms -> 960 at 48 kHz).
-    prebuffer_ms:  audio collected before playing (again) after start or an underrun.
-    max_buffer_ms: bound on buffered audio; beyond it the oldest samples are dropped.
+    jitter:        the playout buffer's policy (:class:`stream.jitter.JitterConfig`); None:
+                   the ``fixed`` policy with ``prebuffer_ms`` and ``max_buffer_ms``.
+    prebuffer_ms:  (fixed) audio collected before playing (again) after start or an underrun.
+    max_buffer_ms: (fixed) bound on buffered audio; beyond it the oldest samples are dropped.
     """
 
     kind = "audio"
 
     def __init__(self, loop: asyncio.AbstractEventLoop, in_rate: int, *, out_rate: int = 48000,
                  frame_ms: int = 20, prebuffer_ms: float = 200.0, max_buffer_ms: float = 600.0,
-                 queue_size: int = 32, name: str = "audio") -> None:
+                 jitter: Optional[JitterConfig] = None, queue_size: int = 32, name: str = "audio") -> None:
         super().__init__()
         if (out_rate * frame_ms) % 1000:
             raise ValueError(f"{frame_ms} ms is not a whole number of samples at {out_rate} Hz")
@@ -176,23 +171,35 @@ class GeneratedAudioTrack(MediaStreamTrack):
         self.queue: AsyncBoundedQueue[AudioChunk] = AsyncBoundedQueue(loop, queue_size, "drop_oldest",
                                                                      name=f"{name}.queue")
         self.resampler = StreamingResampler(in_rate, self.out_rate, 1)
-        self.prebuffer = int(prebuffer_ms * self.out_rate / 1000)
-        self.max_buffer = max(int(max_buffer_ms * self.out_rate / 1000), self.prebuffer + self.frame_samples)
-        self._segments: Deque[_Segment] = deque()
-        self._buffered = 0
-        self._playing = False
+        if jitter is None:
+            jitter = JitterConfig(mode="fixed", prebuffer_ms=prebuffer_ms, max_buffer_ms=max_buffer_ms)
+        self.buffer = PlayoutBuffer(self.out_rate, self.frame_samples, jitter)
         self._clock0: Optional[float] = None
         self._timestamp = 0
         self._next_in: Optional[int] = None
-        self._latency_ms: Deque[float] = deque(maxlen=500)
         self._rms: Deque[float] = deque(maxlen=50)     # last second of frames
-        # counters
+        # counters (the buffer counts underruns, silence, overflow and skips)
         self.frames_sent = 0
-        self.silent_frames = 0
-        self.underruns = 0          # times playback ran dry after audio had started
-        self.overflow_samples = 0
         self.gaps = 0
         self.chunks_in = 0
+
+    @property
+    def underruns(self) -> int:
+        return self.buffer.underruns
+
+    @property
+    def silent_frames(self) -> int:
+        return self.buffer.silent_frames
+
+    @property
+    def overflow_samples(self) -> int:
+        return self.buffer.overflow_samples
+
+    @property
+    def playing(self) -> bool:
+        return self.buffer.playing
+
+    _playing = playing       # older name
 
     # ---------------------------------------------------------------- any thread
     def push_threadsafe(self, chunk: AudioChunk) -> None:
@@ -204,7 +211,7 @@ class GeneratedAudioTrack(MediaStreamTrack):
             self.ingest(await self.queue.get())
 
     def ingest(self, chunk: AudioChunk) -> None:
-        """Loop thread: resample a chunk into the playback buffer (bounded)."""
+        """Loop thread: resample a chunk into the playout buffer (bounded)."""
         self.chunks_in += 1
         pcm = chunk.pcm if chunk.pcm.ndim == 1 else chunk.pcm.mean(axis=1)
         if chunk.sample_rate != self.resampler.in_rate:
@@ -215,55 +222,11 @@ class GeneratedAudioTrack(MediaStreamTrack):
             self.resampler.reset()
         self._next_in = chunk.end_sample
         out = self.resampler.process(pcm.astype(np.float32, copy=False))
-        if out.shape[0]:
-            self._segments.append(_Segment(out, chunk.capture_ns))
-            self._buffered += out.shape[0]
-        excess = self._buffered - self.max_buffer
-        while excess > 0 and self._segments:
-            seg = self._segments[0]
-            n = min(excess, seg.pcm.shape[0] - seg.offset)
-            seg.offset += n
-            self._buffered -= n
-            self.overflow_samples += n
-            excess -= n
-            if seg.offset >= seg.pcm.shape[0]:
-                self._segments.popleft()
-
-    def _read(self, n: int, now_ns: int) -> np.ndarray:
-        out = np.zeros(n, np.float32)
-        pos = 0
-        first = True
-        while pos < n and self._segments:
-            seg = self._segments[0]
-            if first:
-                lag = seg.offset * NS_PER_S // self.out_rate
-                self._latency_ms.append((now_ns - (seg.capture_ns + lag)) / 1e6)
-                first = False
-            k = min(n - pos, seg.pcm.shape[0] - seg.offset)
-            out[pos:pos + k] = seg.pcm[seg.offset:seg.offset + k]
-            seg.offset += k
-            pos += k
-            if seg.offset >= seg.pcm.shape[0]:
-                self._segments.popleft()
-        self._buffered -= pos
-        return out
+        self.buffer.push(out, chunk.capture_ns, time.monotonic_ns())
 
     def next_pcm(self) -> np.ndarray:
         """One frame of float32 samples from the buffer (no pacing, no queue)."""
-        n = self.frame_samples
-        if not self._playing and self._buffered >= max(self.prebuffer, n):
-            self._playing = True
-        if self._playing and self._buffered >= n:
-            pcm = self._read(n, time.monotonic_ns())
-        else:
-            if self._playing:                 # ran dry: play what is left, then re-buffer
-                pcm = self._read(n, time.monotonic_ns())
-                self._playing = False
-                self.underruns += 1
-            else:
-                pcm = np.zeros(n, np.float32)
-            self.silent_frames += 1
-        return pcm
+        return self.buffer.read(time.monotonic_ns())
 
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
@@ -295,13 +258,8 @@ class GeneratedAudioTrack(MediaStreamTrack):
         super().stop()
 
     def stats(self) -> Dict[str, object]:
-        lat = list(self._latency_ms)
-        return {
-            "audio_frames_sent": self.frames_sent, "silent_frames": self.silent_frames,
-            "underruns": self.underruns, "overflow_ms": self.overflow_samples * 1000.0 / self.out_rate,
-            "gaps": self.gaps, "chunks_in": self.chunks_in, "chunks_dropped": self.queue.dropped,
-            "buffer_ms": self._buffered * 1000.0 / self.out_rate,
-            "egress_latency_p50_ms": float(np.percentile(lat, 50)) if lat else None,
-            "egress_latency_p95_ms": float(np.percentile(lat, 95)) if lat else None,
-            "out_rms": float(np.mean(self._rms)) if self._rms else 0.0,
-        }
+        s: Dict[str, object] = {"audio_frames_sent": self.frames_sent, "gaps": self.gaps,
+                                "chunks_in": self.chunks_in, "chunks_dropped": self.queue.dropped}
+        s.update(self.buffer.stats(time.monotonic_ns()))
+        s["out_rms"] = float(np.mean(self._rms)) if self._rms else 0.0
+        return s

@@ -81,8 +81,11 @@
     $("s-hop").textContent = fmtMs(s.hop_ms);
     $("s-fps").textContent = s.input_fps ? s.input_fps.toFixed(1) + " fps" : "\u2013";
     $("s-dropped").textContent = String(s.dropped);
+    $("s-frames-dropped").textContent = String(s.frames_dropped === undefined ? "\u2013" : s.frames_dropped);
     $("s-underruns").textContent = String(s.underruns);
     $("s-buffer").textContent = fmtMs(s.buffer_ms);
+    $("s-target").textContent = (s.jitter_mode === "fixed") ? "fixed prebuffer"
+      : fmtMs(s.target_delay_ms) + " (trimmed " + fmtMs(s.skipped_ms) + ")";
     $("s-chunks").textContent = String(s.chunks);
     $("s-updates").textContent = String(st.statsUpdates);
     const rtt = st.rttMs !== null ? st.rttMs : st.pingRttMs;

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -108,6 +109,18 @@ def test_browser_gets_generated_audio_and_stats(worker, tmp_path):
                     assert rep["stats_updates"] >= first_updates + 4, f"statistics stopped updating: {rep}"
                     assert best["stats"]["chunks"] > 0 and best["stats"]["frames_pushed"] > 0, best["stats"]
                     assert rep.get("audio_context") == "running", rep
+
+                    # The page shows the server-measured glass-to-ear latency, RTF, drops, underruns.
+                    shown = await _devtools_eval(profile / "DevToolsActivePort", "JSON.stringify(Object."
+                                                 "fromEntries(['s-server-latency', 's-rtf', 's-dropped', "
+                                                 "'s-underruns', 's-target'].map((id) => [id, "
+                                                 "document.getElementById(id).textContent])))")
+                    shown = json.loads(shown)
+                    print("page shows:", shown)
+                    assert re.fullmatch(r"\d+ ms / \d+ ms", shown["s-server-latency"]), shown
+                    assert re.fullmatch(r"\d+\.\d\d", shown["s-rtf"]), shown
+                    assert shown["s-dropped"].isdigit() and shown["s-underruns"].isdigit(), shown
+                    assert shown["s-target"].endswith(")") and "ms" in shown["s-target"], shown
 
                     # The Stop button: the page says "bye" and the server closes the session.
                     await _devtools_eval(profile / "DevToolsActivePort", "window.frierenClient.stop()")

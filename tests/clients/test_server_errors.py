@@ -112,6 +112,9 @@ def test_serve_parser_defaults():
     assert args.func is run_serve
     cfg = config_from_args(args)
     assert cfg.host == "127.0.0.1" and cfg.token is None and cfg.ice_servers == ()
+    assert cfg.jitter_config().mode == "adaptive"
+    cfg = config_from_args(parser.parse_args(["serve", "--jitter", "fixed", "--prebuffer-ms", "120"]))
+    assert cfg.jitter_config().mode == "fixed" and cfg.jitter_config().prebuffer_ms == 120
     cfg = config_from_args(parser.parse_args(["serve", "--host", "0.0.0.0", "--stun", "stun:example.org:3478"]))
     assert cfg.token and cfg.ice_servers[0].urls == "stun:example.org:3478"
     cfg = config_from_args(parser.parse_args(["serve", "--host", "0.0.0.0", "--no-token-i-know-this-is-unsafe"]))
