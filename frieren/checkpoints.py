@@ -235,6 +235,7 @@ def save_bundle(stack: nn.Module, out_dir: os.PathLike, provenance: Optional[dic
     fd, tmp = tempfile.mkstemp(dir=out, suffix=".tmp")
     os.close(fd)
     save_file(state, tmp, metadata={"format": BUNDLE_FORMAT})
+    os.chmod(tmp, 0o644)  # mkstemp creates 0600; a bundle is meant to be shared and shipped
     os.replace(tmp, weights)
     config = {
         "format": BUNDLE_FORMAT,

@@ -49,6 +49,11 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--allow-random-cavp", action="store_true", help="timing only: keep CAVP random")
     c.add_argument("--out", required=True, help="bundle directory to write")
 
+    from frieren import train_cli
+
+    train_cli.add_arguments(sub.add_parser("train", help="the training recipe: vae, cavp, cfm, reflow-data, "
+                                                         "reflow, distill, bundle, default"))
+
     i = sub.add_parser("info", help="print a bundle's preset, geometry and parameter counts")
     i.add_argument("bundle", nargs="?", help="bundle directory (default: the embedded model)")
     i.add_argument("--json", action="store_true")
@@ -165,7 +170,13 @@ def _cmd_bench(args) -> int:
     return 0
 
 
-COMMANDS = {"generate": _cmd_generate, "convert": _cmd_convert, "info": _cmd_info, "bench": _cmd_bench}
+def _cmd_train(args) -> int:
+    from frieren import train_cli
+
+    return train_cli.run(args)
+
+
+COMMANDS = {"train": _cmd_train, "generate": _cmd_generate, "convert": _cmd_convert, "info": _cmd_info, "bench": _cmd_bench}
 
 
 def main(argv: Optional[List[str]] = None) -> int:

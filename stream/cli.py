@@ -46,6 +46,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (default cpu)")
     g.add_argument("--dtype", choices=("bf16", "fp16"), help="autocast dtype on CUDA (default float32)")
     g.add_argument("--max-batch", type=int, default=32, help="most windows per worker batch (default 32)")
+    g.add_argument("--threads", type=int,
+                   help="torch CPU threads for the model (default: torch's choice, one per core)")
 
 
 def add_stream_args(p: argparse.ArgumentParser) -> None:
@@ -72,6 +74,12 @@ def load_engine(args):
 
     if args.max_batch < 1:
         raise UsageError(f"--max-batch must be >= 1, got {args.max_batch}")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UsageError(f"--threads must be >= 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
     if args.bundle is None and not args.random_init and not default_bundle_available():
         raise UsageError(f"no model: the embedded default model is not installed ({DEFAULT_BUNDLE}); "
                          "pass --random-init [--preset tiny] or --bundle PATH")

@@ -1,0 +1,382 @@
+"""Training data: clip sources, the resumable clip / feature / latent caches, batch builders.
+
+Pipeline (every step caches to disk and resumes; a rerun skips finished items):
+
+1. **Clip cache** (:func:`build_clip_cache`): each clip becomes ``clips/NNNNN.pt`` holding
+   frames sampled *on the audio clock* (DESIGN §3.1; frame i shows the scene at
+   ``i * frame_period``) already resized for CAVP and stored as uint8 (N, 3, S, S), and the
+   log10 mel of the matching audio (n_mels, N * mel_per_frame). Only whole visual frames
+   are kept, so frame i covers mel frames [i*m, (i+1)*m) exactly.
+   Sources: synthetic clips rendered in memory (:func:`synthetic_source`), a synthetic
+   dataset folder written by :func:`frieren.synth.write_dataset` or any folder of videos
+   with audio (:func:`folder_source`, optional VGGSound-style CSV via :func:`csv_source`).
+2. **Windows** (:func:`window_index`): (clip, start frame) pairs of ``frames_per_window``
+   frames with a stride; every stage samples these crops.
+3. **Feature / latent cache** (:func:`build_latent_cache`): once the CAVP and VAE are
+   trained, per clip the CAVP features of all frames (extracted like the offline pipeline,
+   40-frame chunks) and, per window, the VAE posterior mean/std of the window's mel, so the
+   flow stages never run the VAE or CAVP: a latent is drawn as ``scale * (mean + std * eps)``
+   each step (a stochastic posterior sample, as the reference, FRIEREN_SPEC §2.5). The cache
+   records a fingerprint of the CAVP/VAE weights and is rebuilt when they change.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from frieren.config import Preset
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "ClipItem", "ClipData", "synthetic_source", "folder_source", "csv_source", "build_clip_cache",
+    "load_clip_cache", "window_index", "WindowData", "LatentCache", "build_latent_cache",
+    "audio_clock_indices",
+]
+
+VIDEO_EXTENSIONS = (".mp4", ".webm", ".mov", ".mkv", ".avi")
+
+
+@dataclass(frozen=True)
+class ClipItem:
+    """One clip to cache: ``load()`` -> (frames uint8 (N, 3, S, S) on the audio clock,
+    mono audio float32 (num_samples,) at the preset's rate)."""
+    key: str
+    load: Callable[[], Tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class ClipData:
+    """A cached clip. frames uint8 (N, 3, S, S); mel float32 (n_mels, N * mel_per_frame)."""
+    key: str
+    frames: Tensor
+    mel: Tensor
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.frames.shape[0])
+
+
+def audio_clock_indices(num_frames: int, frame_period_s: float, source_fps: float,
+                        num_source_frames: int) -> np.ndarray:
+    """Index of the source frame shown at ``i * frame_period_s`` for i < num_frames
+    (the latest source frame whose time i/fps is not after that instant)."""
+    t = np.arange(num_frames, dtype=np.float64) * frame_period_s
+    idx = np.floor(t * source_fps + 1e-6).astype(np.int64)
+    return np.clip(idx, 0, num_source_frames - 1)
+
+
+def _preprocess_uint8(rgb: np.ndarray, size: int) -> np.ndarray:
+    """RGB (H, W, 3) uint8 -> CAVP input (3, S, S) uint8 (exact path; lossless as uint8)."""
+    from frieren.models.cavp_preprocess import preprocess_frame
+
+    x = preprocess_frame(rgb, size).numpy()
+    return np.rint(x * 255.0).astype(np.uint8)
+
+
+def _fit_length(frames: np.ndarray, audio: np.ndarray, preset: Preset, min_frames: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Keep whole visual frames only; pad clips shorter than ``min_frames`` (last frame
+    repeated, audio zero-padded) so that every clip holds at least one window."""
+    g = preset.geometry
+    n = min(frames.shape[0], audio.shape[0] // g.samples_per_frame)
+    if n <= 0:
+        raise ValueError("clip has no complete visual frame of audio")
+    frames, audio = frames[:n], audio[:n * g.samples_per_frame]
+    if n < min_frames:
+        frames = np.concatenate([frames, np.repeat(frames[-1:], min_frames - n, 0)])
+        audio = np.concatenate([audio, np.zeros((min_frames - n) * g.samples_per_frame, np.float32)])
+    return frames, audio
+
+
+# --------------------------------------------------------------------------------------
+# Sources
+# --------------------------------------------------------------------------------------
+
+def synthetic_source(num_clips: int, seed0: int, preset: Preset, scene=None) -> List[ClipItem]:
+    """Synthetic clips rendered in memory: seeds ``seed0 .. seed0 + num_clips - 1``."""
+    from frieren.synth import SceneConfig, render_clip
+
+    scene = scene or SceneConfig(sample_rate=preset.geometry.sample_rate)
+    if scene.sample_rate != preset.geometry.sample_rate:
+        raise ValueError(f"scene sample rate {scene.sample_rate} != preset {preset.geometry.sample_rate}")
+    g = preset.geometry
+    size = preset.cavp.image_size
+
+    def loader(seed: int):
+        def load():
+            clip = render_clip(seed, scene)
+            n = clip.audio.shape[0] // g.samples_per_frame
+            idx = audio_clock_indices(n, g.frame_period_s, clip.fps, clip.frames.shape[0])
+            frames = np.stack([_preprocess_uint8(clip.frames[i], size) for i in idx])
+            return frames, clip.audio.astype(np.float32)
+        return load
+
+    return [ClipItem(f"synth_{seed0 + i:06d}", loader(seed0 + i)) for i in range(num_clips)]
+
+
+def _video_loader(video: Path, preset: Preset, audio_path: Optional[Path] = None):
+    def load():
+        from frieren.audio import load_audio
+        from frieren.video_io import sample_video, video_duration
+
+        g = preset.geometry
+        size = preset.cavp.image_size
+        audio = load_audio(audio_path or video, g.sample_rate)[0].numpy().astype(np.float32)
+        duration = min(video_duration(video), audio.shape[0] / g.sample_rate)
+        n = max(1, int(math.floor(duration * g.sample_rate / g.samples_per_frame + 1e-6)))
+        times = np.arange(n) * g.frame_period_s
+        sv = sample_video(video, times, transform=lambda rgb: _preprocess_uint8(rgb, size))
+        return sv.frames, audio
+    return load
+
+
+def folder_source(folder: os.PathLike, preset: Preset, files: Optional[Sequence[Path]] = None) -> List[ClipItem]:
+    """Videos with audio in ``folder`` (sorted). A sibling ``<stem>.wav`` is used as the
+    audio when present (the synthetic datasets write one), else the video's own audio track.
+    ``files`` restricts the list (used by :func:`csv_source`)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: not a directory")
+    videos = list(files) if files is not None else sorted(
+        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+    if not videos:
+        raise FileNotFoundError(f"{folder}: no video files ({', '.join(VIDEO_EXTENSIONS)})")
+    items = []
+    for v in videos:
+        wav = v.with_suffix(".wav")
+        items.append(ClipItem(v.stem, _video_loader(v, preset, wav if wav.is_file() else None)))
+    return items
+
+
+def csv_source(folder: os.PathLike, csv_path: os.PathLike, preset: Preset,
+               split: Optional[str] = None) -> List[ClipItem]:
+    """A VGGSound-style manifest: rows ``youtube_id, start_seconds, label, split`` (no header
+    needed). The file of a row is ``<id>_<start:06d>.<ext>`` (the usual VGGSound naming),
+    ``<id>_<start>.<ext>`` or, when the first column is itself a file name, that file.
+    ``split`` keeps only rows whose 4th column equals it. Missing files are skipped with a
+    warning naming how many."""
+    folder = Path(folder)
+    files: List[Path] = []
+    missing = 0
+    with open(csv_path, newline="") as fh:
+        for row in csv.reader(fh):
+            row = [c.strip() for c in row]
+            if not row or not row[0] or row[0].startswith("#"):
+                continue
+            if split is not None and (len(row) < 4 or row[3] != split):
+                continue
+            cands = [folder / row[0]]
+            if len(row) > 1 and re.fullmatch(r"\d+(\.\d+)?", row[1]):
+                start = int(float(row[1]))
+                for ext in VIDEO_EXTENSIONS:
+                    cands += [folder / f"{row[0]}_{start:06d}{ext}", folder / f"{row[0]}_{start}{ext}"]
+            hit = next((c for c in cands if c.is_file()), None)
+            if hit is None:
+                missing += 1
+            else:
+                files.append(hit)
+    if missing:
+        log.warning("%s: %d rows have no video file in %s; skipped", csv_path, missing, folder)
+    if not files:
+        raise FileNotFoundError(f"{csv_path}: no listed video was found in {folder}")
+    return folder_source(folder, preset, files)
+
+
+# --------------------------------------------------------------------------------------
+# Clip cache
+# --------------------------------------------------------------------------------------
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def build_clip_cache(items: Sequence[ClipItem], cache_dir: os.PathLike, preset: Preset,
+                     progress: bool = True) -> List[Path]:
+    """Cache every item as ``clips/NNNNN.pt`` (skipping finished ones); returns the paths.
+    A clip that cannot be read is skipped with a warning naming it."""
+    from tqdm import tqdm
+
+    from frieren.audio import MelFrontend
+
+    out = Path(cache_dir) / "clips"
+    out.mkdir(parents=True, exist_ok=True)
+    mel_fe = MelFrontend(preset.mel)
+    g = preset.geometry
+    m = g.latents_per_frame * g.mel_per_latent
+    paths: List[Path] = []
+    skipped = []
+    for i, item in enumerate(tqdm(items, desc="clip cache", unit="clip", disable=not progress, mininterval=2)):
+        path = out / f"{i:05d}.pt"
+        if path.is_file():
+            paths.append(path)
+            continue
+        try:
+            frames, audio = item.load()
+            frames, audio = _fit_length(frames, audio, preset, g.frames_per_window)
+        except Exception as error:  # noqa: BLE001 - a bad user file must not stop the run
+            log.warning("skipping %s: %s", item.key, error)
+            skipped.append(item.key)
+            continue
+        with torch.no_grad():
+            mel = mel_fe(torch.from_numpy(np.ascontiguousarray(audio))[None])[0]
+        assert mel.shape[1] == frames.shape[0] * m, f"{item.key}: mel {tuple(mel.shape)} vs {frames.shape[0]} frames"
+        _atomic_torch_save({"key": item.key, "frames": torch.from_numpy(np.ascontiguousarray(frames)),
+                            "mel": mel.float().contiguous()}, path)
+        paths.append(path)
+    if skipped:
+        log.warning("%d clips could not be read: %s", len(skipped), ", ".join(skipped[:10]))
+    if not paths:
+        raise RuntimeError("no usable clip: every source item failed to load")
+    return paths
+
+
+def load_clip_cache(paths: Sequence[Path]) -> List[ClipData]:
+    clips = []
+    for p in paths:
+        d = torch.load(p, map_location="cpu", weights_only=True)
+        clips.append(ClipData(d["key"], d["frames"], d["mel"]))
+    return clips
+
+
+def window_index(clips: Sequence[ClipData], frames_per_window: int, stride: int) -> Tensor:
+    """(W, 2) int64 rows (clip index, start frame) of every window of ``frames_per_window``
+    frames at ``stride`` within each clip (the last window of a clip ends at its end)."""
+    rows = []
+    for c, clip in enumerate(clips):
+        n = clip.num_frames
+        starts = list(range(0, n - frames_per_window + 1, stride))
+        if starts and starts[-1] != n - frames_per_window:
+            starts.append(n - frames_per_window)
+        rows += [(c, s) for s in starts]
+    return torch.tensor(rows, dtype=torch.long).reshape(-1, 2)
+
+
+@dataclass
+class WindowData:
+    """Raw windows for the VAE and CAVP stages."""
+    clips: List[ClipData]
+    windows: Tensor              # (W, 2)
+    frames_per_window: int
+    mel_per_frame: int
+
+    def mel(self, idx: Tensor) -> Tensor:
+        """(B, n_mels, F * mel_per_frame) log10 mel windows."""
+        f, m = self.frames_per_window, self.mel_per_frame
+        return torch.stack([self.clips[int(c)].mel[:, int(s) * m:(int(s) + f) * m] for c, s in self.windows[idx]])
+
+    def frames(self, idx: Tensor) -> Tensor:
+        """(B, F, 3, S, S) float frames in [0, 1]."""
+        f = self.frames_per_window
+        return torch.stack([self.clips[int(c)].frames[int(s):int(s) + f] for c, s in self.windows[idx]]).float() / 255.0
+
+
+# --------------------------------------------------------------------------------------
+# Feature / latent cache
+# --------------------------------------------------------------------------------------
+
+def state_fingerprint(*states) -> str:
+    """Short sha256 over the tensors of one or more state dicts (cache invalidation)."""
+    h = hashlib.sha256()
+    for state in states:
+        for k in sorted(state):
+            h.update(k.encode())
+            h.update(state[k].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class LatentCache:
+    """Everything the flow stages need, in memory.
+
+    feats: list of (N_c, D) per clip; windows (W, 2); mean/std (W, C, L) posterior moments
+    (unscaled); ``scale`` the latent scale factor."""
+    feats: List[Tensor]
+    windows: Tensor
+    mean: Tensor
+    std: Tensor
+    scale: float
+    frames_per_window: int
+
+    def __len__(self) -> int:
+        return int(self.windows.shape[0])
+
+    def window_feats(self, idx: Tensor) -> Tensor:
+        f = self.frames_per_window
+        return torch.stack([self.feats[int(c)][int(s):int(s) + f] for c, s in self.windows[idx]])
+
+    def latents(self, idx: Tensor, gen: Optional[torch.Generator]) -> Tensor:
+        """Scaled posterior samples (B, C, L) of windows ``idx``."""
+        mean, std = self.mean[idx], self.std[idx]
+        return self.scale * (mean + std * torch.randn(mean.shape, generator=gen))
+
+
+def build_latent_cache(clips: Sequence[ClipData], windows: Tensor, cavp, vae, preset: Preset,
+                       cache_dir: os.PathLike, scale: float, fingerprint: str,
+                       batch: int = 64, progress: bool = True) -> LatentCache:
+    """Per-clip CAVP features and per-window VAE posteriors, cached under ``latents/``
+    (one file per clip, resumable; discarded when ``fingerprint`` changes)."""
+    from tqdm import tqdm
+
+    out = Path(cache_dir) / "latents"
+    meta_path = out / "meta.json"
+    if out.is_dir() and (not meta_path.is_file() or json.loads(meta_path.read_text()).get("fingerprint") != fingerprint):
+        for p in out.glob("*.pt"):
+            p.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    meta_path.write_text(json.dumps({"fingerprint": fingerprint}))
+    g = preset.geometry
+    f, m = g.frames_per_window, g.latents_per_frame * g.mel_per_latent
+    cavp.eval()
+    vae.eval()
+    feats: List[Tensor] = []
+    means, stds = [], []
+    for c, clip in enumerate(tqdm(clips, desc="features+latents", unit="clip", disable=not progress, mininterval=2)):
+        path = out / f"{c:05d}.pt"
+        starts = windows[windows[:, 0] == c, 1]
+        if path.is_file():
+            d = torch.load(path, map_location="cpu", weights_only=True)
+        else:
+            with torch.no_grad():
+                fe = cavp.extract(clip.frames.float() / 255.0, chunk_frames=preset.cavp.chunk_frames)
+                mels = torch.stack([clip.mel[:, int(s) * m:(int(s) + f) * m] for s in starts]) if len(starts) else None
+                mu, sd = [], []
+                if mels is not None:
+                    for a in range(0, mels.shape[0], batch):
+                        post = vae.encode(mels[a:a + batch])
+                        mu.append(post.mean)
+                        sd.append(post.std)
+                d = {"feats": fe.contiguous(), "starts": starts.clone(),
+                     "mean": torch.cat(mu) if mu else torch.zeros(0), "std": torch.cat(sd) if sd else torch.zeros(0)}
+            _atomic_torch_save(d, path)
+        if not torch.equal(d["starts"], starts):
+            raise RuntimeError(f"{path}: cached windows differ from the current window index; delete {out}")
+        feats.append(d["feats"])
+        if len(starts):
+            means.append(d["mean"])
+            stds.append(d["std"])
+    return LatentCache(feats, windows, torch.cat(means), torch.cat(stds), scale, f)
+
+
+def latent_scale(mean: Tensor, std: Tensor) -> float:
+    """1 / std of posterior samples (MAA2's ``scale_by_std``), from moments (W, C, L)."""
+    var = (mean.pow(2).mean() - mean.mean().pow(2)) + std.pow(2).mean()
+    return float(1.0 / var.clamp_min(1e-12).sqrt())
+
+
+def iter_batches(n: int, batch: int) -> Iterable[Tensor]:
+    for a in range(0, n, batch):
+        yield torch.arange(a, min(n, a + batch))

@@ -1,0 +1,279 @@
+"""Training objectives as small ``nn.Module`` wrappers around the shared networks.
+
+One network, several objectives (DESIGN §5.1): the CFM, reflow and distillation stages
+all train the same :class:`~frieren.models.estimator.ChannelConcatDiT` +
+:class:`~frieren.models.cond.CondEncoder`; only the data recipe and the loss change.
+Every objective's ``forward(batch, generator)`` returns a dict of 0-dim tensors whose
+``"loss"`` entry is optimised (see :mod:`frieren.training.loop`). All randomness comes from
+the generator the trainer passes in, so resumed runs are bit-identical.
+
+Shapes: mel (B, n_mels, T); frames (B, F, 3, S, S) in [0, 1]; feats (B, F, D) (L2-normalised
+CAVP features); latents x0, x1 (B, C, L) with L = latents_per_frame * F (scaled latents).
+
+Reference bugs handled here (FRIEREN_SPEC §10):
+
+* **Batch size 1 crash** (§10.12): the reference squeezes the time tensor to 0-d and then
+  indexes it as (B, 1, 1). We always keep t as (B,) and broadcast with ``reshape``, so B = 1
+  works (tested).
+* **t ≈ 0 untrained before distillation** (§10.5): the logit-normal weight is ~1e-25 at
+  t = 0, yet the first Euler step of the teacher (used to build the reflow pairs) and of the
+  reflow model evaluates the network there. ``weight_floor`` > 0 clamps the weight from
+  below (w' = max(w, floor)) so the start of the path gets a small, non-zero share of the
+  gradient; 0 reproduces the reference exactly. Our default recipe uses 0.05.
+* **Re-initialised condition layer** (§10.1) is a loading matter, handled by the stage code
+  in :mod:`frieren.train_cli`: reflow and distillation start from the previous stage's
+  estimator *and* condition encoder instead of a freshly initialised Linear.
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from frieren.flow.path import flow_time, interpolate, logit_normal_weight, sample_train_times, target_velocity
+from frieren.models.cavp import CAVPVideoEncoder
+from frieren.models.cond import CondEncoder
+from frieren.models.estimator import ChannelConcatDiT
+from frieren.models.vae import MelVAE
+from frieren.training.cavp_audio import MelAudioEncoder
+
+__all__ = [
+    "VAEObjective", "CAVPObjective", "CFMObjective", "ReflowObjective", "DistillObjective",
+    "weighted_flow_loss", "guided_velocity", "kl_divergence", "contrastive_loss",
+    "generate_reflow_pairs",
+]
+
+Losses = Dict[str, Tensor]
+
+
+def _randn(shape, gen: Optional[torch.Generator], like: Tensor) -> Tensor:
+    """Standard normal noise drawn on the CPU generator, moved to ``like``'s device/dtype."""
+    return torch.randn(shape, generator=gen).to(device=like.device, dtype=like.dtype)
+
+
+def _rand(shape, gen: Optional[torch.Generator], like: Tensor) -> Tensor:
+    return torch.rand(shape, generator=gen).to(device=like.device, dtype=like.dtype)
+
+
+# --------------------------------------------------------------------------------------
+# VAE
+# --------------------------------------------------------------------------------------
+
+def kl_divergence(mean: Tensor, logvar: Tensor) -> Tensor:
+    """KL(N(mean, exp(logvar)) || N(0, I)) summed over (C, T), averaged over the batch."""
+    kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar)
+    return kl.reshape(kl.shape[0], -1).sum(1).mean()
+
+
+class VAEObjective(nn.Module):
+    """Mel VAE: reconstruction (L1 or MSE) of a posterior *sample* + ``kl_weight`` x KL.
+
+    As in the LDM/MAA2 recipe the reconstruction term is summed per item (then averaged
+    over the batch) and the KL is summed per item with weight 1e-6. No discriminator (MAA2
+    enables it only after 80k steps). Logged: ``recon`` (per-element mean), ``kl``.
+    batch: mel (B, n_mels, T), T divisible by the VAE's downsampling factor.
+    """
+
+    def __init__(self, vae: MelVAE, kl_weight: float = 1e-6, recon: str = "l1") -> None:
+        super().__init__()
+        if recon not in ("l1", "mse"):
+            raise ValueError(f"recon must be 'l1' or 'mse', got {recon!r}")
+        self.vae = vae
+        self.kl_weight = kl_weight
+        self.recon = recon
+
+    def forward(self, mel: Tensor, gen: Optional[torch.Generator] = None) -> Losses:
+        post = self.vae.encode(mel)
+        z = post.mean + post.std * _randn(post.mean.shape, gen, post.mean)
+        rec = self.vae.decode(z)
+        assert rec.shape == mel.shape, f"VAE output {tuple(rec.shape)} != input {tuple(mel.shape)}"
+        diff = (rec - mel).abs() if self.recon == "l1" else (rec - mel).pow(2)
+        recon_sum = diff.reshape(diff.shape[0], -1).sum(1).mean()
+        kl = kl_divergence(post.mean, post.logvar)
+        loss = recon_sum + self.kl_weight * kl
+        return {"loss": loss / diff[0].numel(), "recon": diff.mean().detach(), "kl": kl.detach()}
+
+
+# --------------------------------------------------------------------------------------
+# CAVP (Diff-Foley contrastive audio-visual pre-training, small scale)
+# --------------------------------------------------------------------------------------
+
+def contrastive_loss(a: Tensor, b: Tensor, logit_scale: Tensor) -> Tensor:
+    """Symmetric InfoNCE over the leading index. a, b (..., N, D) L2-normalised; positives
+    are the matching rows. Works batched: a (B, K, D) contrasts K items within each row."""
+    logits = logit_scale * a @ b.transpose(-1, -2)                 # (..., N, N)
+    n = logits.shape[-1]
+    target = torch.arange(n, device=logits.device).expand(logits.shape[:-1]).reshape(-1)
+    l1 = F.cross_entropy(logits.reshape(-1, n), target)
+    l2 = F.cross_entropy(logits.transpose(-1, -2).reshape(-1, n), target)
+    return 0.5 * (l1 + l2)
+
+
+class CAVPObjective(nn.Module):
+    """Semantic + temporal contrastive loss (Diff-Foley CAVP) between the video branch and
+    a small mel encoder.
+
+    * semantic: clip-mean video vs clip-mean audio embeddings, contrasted across the batch
+      (other clips are negatives);
+    * temporal: the clip is cut into ``segments`` equal time segments; each video segment's
+      positive is the audio of the same segment and the *other segments of the same clip*
+      are negatives, which forces the features to carry timing.
+
+    Batch norm: the inference model keeps BN in eval mode (frozen statistics); training from
+    scratch needs batch statistics, so ``train()`` here switches the video branch's BN layers
+    to training mode (their running statistics are what the shipped model then uses).
+    batch: (frames (B, F, 3, S, S) in [0, 1], mel (B, n_mels, F * mel_per_frame)).
+    """
+
+    def __init__(self, video: CAVPVideoEncoder, audio: MelAudioEncoder, segments: int = 8,
+                 temporal_weight: float = 1.0, init_temperature: float = 0.07) -> None:
+        super().__init__()
+        self.video = video
+        self.audio = audio
+        self.segments = segments
+        self.temporal_weight = temporal_weight
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / init_temperature)))
+
+    def train(self, mode: bool = True) -> "CAVPObjective":
+        super().train(mode)
+        for m in self.video.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.train(mode)
+        return self
+
+    def forward(self, batch, gen: Optional[torch.Generator] = None) -> Losses:
+        frames, mel = batch
+        v = self.video(frames, normalize=True)                       # (B, F, D)
+        a = self.audio(mel, normalize=True)                          # (B, F, D)
+        assert v.shape == a.shape, f"video feats {tuple(v.shape)} vs audio feats {tuple(a.shape)}"
+        scale = self.logit_scale.clamp(max=math.log(100.0)).exp()
+        b, f, d = v.shape
+        sem = contrastive_loss(F.normalize(v.mean(1), dim=-1), F.normalize(a.mean(1), dim=-1), scale) \
+            if b > 1 else v.new_zeros(())
+        k = min(self.segments, f)
+        if f % k:
+            raise ValueError(f"{f} frames do not split into {k} temporal segments")
+        vs = F.normalize(v.reshape(b, k, f // k, d).mean(2), dim=-1)
+        as_ = F.normalize(a.reshape(b, k, f // k, d).mean(2), dim=-1)
+        tem = contrastive_loss(vs, as_, scale)
+        with torch.no_grad():
+            acc = (vs @ as_.transpose(1, 2)).argmax(-1).eq(torch.arange(k, device=v.device)).float().mean()
+        return {"loss": sem + self.temporal_weight * tem, "semantic": sem.detach(),
+                "temporal": tem.detach(), "temporal_acc": acc}
+
+
+# --------------------------------------------------------------------------------------
+# Flow objectives (CFM, reflow, distillation)
+# --------------------------------------------------------------------------------------
+
+def weighted_flow_loss(v_pred: Tensor, target: Tensor, t: Tensor, weight_floor: float = 0.0) -> Losses:
+    """mean_{b,c,l}( w(t_b) (v_pred - target)^2 ) with w the logit-normal density clamped to
+    at least ``weight_floor``. t (B,) float flow time. Returns loss and the unweighted mse."""
+    err = (v_pred - target).pow(2)
+    w = logit_normal_weight(t)
+    if weight_floor > 0:
+        w = w.clamp_min(weight_floor)
+    w = w.reshape(-1, *([1] * (err.dim() - 1)))                      # (B, 1, 1): B = 1 is fine
+    return {"loss": (w * err).mean(), "mse": err.mean().detach()}
+
+
+def guided_velocity(estimator: ChannelConcatDiT, cond: CondEncoder, x: Tensor, t_int: Tensor,
+                    feats: Tensor, cfg_scale: float) -> Tensor:
+    """v_u + s (v_c - v_u) from ONE batched forward over [null; cond] (unconditional rows
+    first, as the reference). The null condition is the condition encoder applied to zero
+    features; gradients reach both branches and the encoder. x (B,C,L), t_int (B,), feats (B,F,D)."""
+    b = x.shape[0]
+    ctx = cond(torch.cat([torch.zeros_like(feats), feats], 0))
+    v = estimator(torch.cat([x, x], 0), torch.cat([t_int, t_int], 0), ctx)
+    v_u, v_c = v[:b], v[b:]
+    return v_u + cfg_scale * (v_c - v_u)
+
+
+class CFMObjective(nn.Module):
+    """Base conditional flow matching (FRIEREN_SPEC §5.1).
+
+    t_int ~ U{0..999}, t = t_int/1000, x0 ~ N(0, I), x_t = t x1 + (1-t) x0, target x1 - x0,
+    logit-normal weighted MSE. CFG dropout: with probability ``drop_prob`` per item the raw
+    features are replaced by zeros *before* the condition Linear (null = Linear(0) = bias).
+    batch: dict(feats (B, F, D), x1 (B, C, L)).
+    """
+
+    def __init__(self, estimator: ChannelConcatDiT, cond: CondEncoder, drop_prob: float = 0.2,
+                 weight_floor: float = 0.0) -> None:
+        super().__init__()
+        self.estimator = estimator
+        self.cond = cond
+        self.drop_prob = drop_prob
+        self.weight_floor = weight_floor
+
+    def forward(self, batch: dict, gen: Optional[torch.Generator] = None) -> Losses:
+        feats, x1 = batch["feats"], batch["x1"]
+        b = x1.shape[0]
+        t_int = sample_train_times(b, generator=gen).to(x1.device)
+        t = flow_time(t_int).to(x1.dtype)
+        x0 = _randn(x1.shape, gen, x1)
+        keep = (_rand((b,), gen, feats) >= self.drop_prob).to(feats.dtype).reshape(b, 1, 1)
+        v = self.estimator(interpolate(x0, x1, t), t_int, self.cond(feats * keep))
+        return weighted_flow_loss(v, target_velocity(x0, x1), t, self.weight_floor)
+
+
+class ReflowObjective(nn.Module):
+    """Reflow with the guided field (FRIEREN_SPEC §6.2): the CFG combination
+    v_u + s (v_c - v_u) (s = 4.5) is regressed onto x1 - x0 for the teacher's stored
+    (noise, sample) pairs; logit-normal weighting, no CFG dropout.
+    batch: dict(feats (B, F, D), x0 (B, C, L), x1 (B, C, L))."""
+
+    def __init__(self, estimator: ChannelConcatDiT, cond: CondEncoder, cfg_scale: float = 4.5,
+                 weight_floor: float = 0.0) -> None:
+        super().__init__()
+        self.estimator = estimator
+        self.cond = cond
+        self.cfg_scale = cfg_scale
+        self.weight_floor = weight_floor
+
+    def forward(self, batch: dict, gen: Optional[torch.Generator] = None) -> Losses:
+        feats, x0, x1 = batch["feats"], batch["x0"], batch["x1"]
+        b = x1.shape[0]
+        t_int = sample_train_times(b, generator=gen).to(x1.device)
+        t = flow_time(t_int).to(x1.dtype)
+        v = guided_velocity(self.estimator, self.cond, interpolate(x0, x1, t), t_int, feats, self.cfg_scale)
+        return weighted_flow_loss(v, target_velocity(x0, x1), t, self.weight_floor)
+
+
+class DistillObjective(nn.Module):
+    """One-step distillation (FRIEREN_SPEC §6.3): t = 0 always; x1_hat = x0 + v_cfg(x0, 0);
+    plain MSE to the stored sample x1. This is the stage that trains t = 0 (§10.5).
+    batch: dict(feats, x0, x1) as for reflow."""
+
+    def __init__(self, estimator: ChannelConcatDiT, cond: CondEncoder, cfg_scale: float = 4.5) -> None:
+        super().__init__()
+        self.estimator = estimator
+        self.cond = cond
+        self.cfg_scale = cfg_scale
+
+    def forward(self, batch: dict, gen: Optional[torch.Generator] = None) -> Losses:
+        feats, x0, x1 = batch["feats"], batch["x0"], batch["x1"]
+        t_int = torch.zeros(x0.shape[0], dtype=torch.long, device=x0.device)
+        x1_hat = x0 + guided_velocity(self.estimator, self.cond, x0, t_int, feats, self.cfg_scale)
+        loss = F.mse_loss(x1_hat, x1)
+        return {"loss": loss, "mse": loss.detach()}
+
+
+@torch.no_grad()
+def generate_reflow_pairs(estimator: ChannelConcatDiT, cond: CondEncoder, feats: Tensor, x0: Tensor,
+                          steps: int = 25, cfg_scale: float = 4.5, solver: str = "euler") -> Tensor:
+    """Teacher samples for reflow (FRIEREN_SPEC §6.1): integrate from the given noise x0
+    (B, C, L) with ``steps`` Euler steps and CFG ``cfg_scale`` -> x1 (B, C, L).
+
+    Unlike the reference we keep the teacher's end-point *latent* as the target instead of
+    decoding it to a mel and re-encoding a posterior sample (§10.7), so each (x0, x1) pair is
+    an exact coupling of the teacher's ODE.
+    """
+    from frieren.flow.sampling import sample
+
+    ctx = cond(feats)
+    null = cond.null_condition(feats.shape[1])
+    return sample(estimator, ctx, null, x0, steps=steps, cfg_scale=cfg_scale, solver=solver).final
