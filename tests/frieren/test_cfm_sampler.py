@@ -196,11 +196,9 @@ def test_loss_weight_properties():
 
 
 def test_decoded_mel(io, config, state_dict):
-    try:
-        from frieren.models.vae import MelVAE
-        from frieren.config import VAEConfig
-    except ImportError as exc:  # colleague's module not there yet
-        pytest.skip(f"frieren.models.vae.MelVAE not importable yet: {exc}")
+    from frieren.config import VAEConfig
+    from frieren.models.vae import MelVAE
+
     mc = config["model_config_reduced"]
     vae = MelVAE(VAEConfig.from_reference(mc["first_stage_config"]["params"])).eval()
     vae.load_state_dict(_split(state_dict, VAE_PREFIX), strict=True)
