@@ -343,6 +343,11 @@ class Engine:
         h.samples_out += chunk.num_samples
         self.audio_samples += chunk.num_samples
         h.last_chunk = chunk
+        self._emit(h, chunk)
+
+    @staticmethod
+    def _emit(h: SessionHandle, chunk: AudioChunk) -> None:
+        """Hand a chunk to the session's sinks and listeners (a failing listener is logged)."""
         h.fanout.push(chunk)
         for fn in h.listeners:
             try:
@@ -405,12 +410,7 @@ class Engine:
                 chunk = AudioChunk(stream_id=h.session_id, seq=next(h.session._seq), start_sample=start,
                                    sample_rate=self.sample_rate, pcm=tail, capture_ns=cap, timings={})
                 h.samples_out += chunk.num_samples
-                h.fanout.push(chunk)
-                for fn in h.listeners:
-                    try:
-                        fn(chunk)
-                    except Exception:  # noqa: BLE001
-                        log.exception("session %s: chunk listener failed", h.session_id)
+                self._emit(h, chunk)
             h.fanout.close()
             final = self._session_status(h)
             final["running"] = False
