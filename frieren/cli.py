@@ -54,6 +54,11 @@ def _parser() -> argparse.ArgumentParser:
     train_cli.add_arguments(sub.add_parser("train", help="the training recipe: vae, cavp, cfm, reflow-data, "
                                                          "reflow, distill, bundle, default"))
 
+    from frieren import eval_cli
+
+    eval_cli.add_arguments(sub.add_parser("eval", help="held-out evaluation: sync, materials, FD, mel L1, time; "
+                                                       "writes the Table-2-style table"))
+
     i = sub.add_parser("info", help="print a bundle's preset, geometry and parameter counts")
     i.add_argument("bundle", nargs="?", help="bundle directory (default: the embedded model)")
     i.add_argument("--json", action="store_true")
@@ -176,7 +181,13 @@ def _cmd_train(args) -> int:
     return train_cli.run(args)
 
 
-COMMANDS = {"train": _cmd_train, "generate": _cmd_generate, "convert": _cmd_convert, "info": _cmd_info, "bench": _cmd_bench}
+def _cmd_eval(args) -> int:
+    from frieren import eval_cli
+
+    return eval_cli.run(args)
+
+
+COMMANDS = {"eval": _cmd_eval, "train": _cmd_train, "generate": _cmd_generate, "convert": _cmd_convert, "info": _cmd_info, "bench": _cmd_bench}
 
 
 def main(argv: Optional[List[str]] = None) -> int:

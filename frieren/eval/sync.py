@@ -1,5 +1,7 @@
 """Sync and seam measurements (DESIGN §6), numpy only.
 
+Used by `frieren eval` and by frieren-stream (``stream.eval_sync`` re-exports this module).
+
 Onsets: log-magnitude spectral flux (STFT ``n_fft`` 512 = 32 ms, hop 128 = 8 ms at
 16 kHz), half-wave rectified and summed over bins; peaks above an adaptive threshold
 (local median + ``delta`` x the signal's MAD-scale, and above an absolute floor so a

@@ -1,0 +1,126 @@
+"""`frieren eval`: quality and speed of teacher, reflow and distilled models on held-out scenes.
+
+Writes ``<out>/table.md``, ``<out>/table.json`` and ``<out>/metrics_vs_steps.png``: one row
+per (model, steps) with onset sync P/R/F1 and mean offset at ±45 and ±125 ms, material
+accuracy, Fréchet distances, mel L1 and generation time per window (see
+:mod:`frieren.eval.table` for the definitions).
+
+    frieren eval --teacher runs/bundle_cfm --reflow runs/bundle_reflow --out docs/eval
+
+A model whose bundle is not given (teacher, reflow) or missing is skipped; the distilled
+model defaults to the shipped bundle. Mount under the main CLI with
+``add_arguments(sub.add_parser("eval"))`` and ``run(args)``; ``python -m frieren.eval_cli``
+works standalone.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+log = logging.getLogger("frieren.eval")
+
+
+def _steps(text: str) -> List[int]:
+    try:
+        out = [int(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated step counts, got {text!r}")
+    if not out or any(s < 1 for s in out):
+        raise argparse.ArgumentTypeError(f"step counts must be positive integers, got {text!r}")
+    return out
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--teacher", default="runs/bundle_cfm",
+                   help="teacher (base CFM) bundle; skipped if missing (default runs/bundle_cfm); '' to skip")
+    p.add_argument("--reflow", default="runs/bundle_reflow",
+                   help="reflow bundle; skipped if missing (default runs/bundle_reflow); '' to skip")
+    p.add_argument("--distilled", default=None,
+                   help="reflow+distill bundle (default: the shipped model); 'none' to skip")
+    p.add_argument("--teacher-steps", type=_steps, default=[1, 2, 4, 8, 25], help="default 1,2,4,8,25")
+    p.add_argument("--reflow-steps", type=_steps, default=[1, 2, 4], help="default 1,2,4")
+    p.add_argument("--distilled-steps", type=_steps, default=[1], help="default 1")
+    p.add_argument("--steps", type=_steps, help="one list of step counts for every model (overrides the three above)")
+    p.add_argument("--clips", type=int, default=24, help="held-out clips (default 24)")
+    p.add_argument("--seconds", type=float, default=8.0, help="clip length (default 8)")
+    p.add_argument("--seed0", type=int, default=900000,
+                   help="first held-out seed (default 900000; training used 1000..1299)")
+    p.add_argument("--classifier-clips", type=int, default=60,
+                   help="GT clips to train the material classifier on (seeds seed0+50000...)")
+    p.add_argument("--fd", default="cavp,logmel",
+                   help="FD embeddings, comma-separated: cavp (needs --cavp-checkpoint) and/or logmel")
+    p.add_argument("--cavp-checkpoint", default="runs/default/cavp/final.pt",
+                   help="CAVP stage checkpoint with the trained audio branch (skipped with a warning if missing)")
+    p.add_argument("--no-vocoder-row", action="store_true", help="omit the 'GT mel + vocoder' reference row")
+    p.add_argument("--no-plot", action="store_true", help="skip the PNG (no matplotlib needed)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--out", default="eval_out", help="output folder (default eval_out)")
+
+
+def _models(args):
+    from frieren.eval.table import ModelSpec
+
+    specs = []
+    for name, bundle, steps in (("teacher", args.teacher, args.teacher_steps),
+                                ("reflow", args.reflow, args.reflow_steps)):
+        if not bundle:
+            continue
+        if not (Path(bundle) / "config.json").is_file():
+            log.warning("%s bundle %s not found: skipped", name, bundle)
+            continue
+        specs.append(ModelSpec(name, bundle, args.steps or steps))
+    if (args.distilled or "").lower() != "none":
+        specs.append(ModelSpec("reflow+distill", args.distilled, args.steps or args.distilled_steps))
+    return specs
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The command line, for the record (``args.argv`` when called through :func:`main`)."""
+    argv = getattr(args, "argv", None)
+    if argv is None:
+        argv = sys.argv[1:]
+        if argv[:1] == ["eval"]:   # mounted as `frieren eval`
+            argv = argv[1:]
+    return " ".join(["frieren eval"] + [shlex.quote(a) for a in argv])
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from frieren.eval.table import EvalConfig, run_eval, to_markdown, write_outputs
+
+    torch.set_num_threads(args.threads)
+    models = _models(args)
+    if not models:
+        raise ValueError("no model to evaluate")
+    cfg = EvalConfig(models=models, clips=args.clips, seconds=args.seconds, seed0=args.seed0,
+                     classifier_clips=args.classifier_clips,
+                     fd_embeddings=tuple(x for x in args.fd.split(",") if x),
+                     cavp_checkpoint=args.cavp_checkpoint, device=args.device,
+                     vocoder_row=not args.no_vocoder_row)
+    result = run_eval(cfg)
+    result["command"] = _command(args)
+    paths = write_outputs(result, Path(args.out), png=not args.no_plot)
+    sys.stdout.write(to_markdown(result))
+    sys.stdout.write("wrote " + ", ".join(str(p) for p in paths.values()) + f" in {result['wall_s']} s\n")
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="frieren eval", description=__doc__.split("\n\n")[0])
+    ap.add_argument("-v", "--verbose", action="store_true")
+    add_arguments(ap)
+    args = ap.parse_args(argv)
+    args.argv = argv
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

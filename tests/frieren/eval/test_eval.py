@@ -1,0 +1,132 @@
+"""`frieren eval`: metrics on known signals, the material classifier, and the table command end to end."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from frieren.eval.materials import MaterialClassifier, impact_features, impact_samples
+from frieren.eval.metrics import LogMelStatsEmbedding, frechet_distance, log_mel, mel_l1
+from frieren.eval.sync import sync_scores
+
+SR = 16000
+
+
+def _clicks(times, seconds=4.0, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 1e-3, int(seconds * SR)).astype(np.float32)
+    for t in times:
+        a = int(t * SR)
+        n = 1600
+        x[a:a + n] += (0.8 * np.exp(-np.arange(n) / 200.0) * rng.normal(0, 1, n)).astype(np.float32)
+    return x
+
+
+@pytest.fixture(scope="module")
+def frontend():
+    from frieren.audio import MelFrontend
+    from frieren.config import get_preset
+
+    return MelFrontend(get_preset("tiny").mel).eval()
+
+
+def test_frechet_distance_known_values():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(4000, 8))
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+    # Same covariance, mean shifted by 1 in every dimension: FD ~ |dmu|^2 = 8.
+    assert frechet_distance(a, a + 1.0) == pytest.approx(8.0, rel=1e-6)
+    # Scaled: N(0, I) vs N(0, 4I): FD = d * (1 + 4 - 2*2) = 8 (sampling error allowed).
+    b = rng.normal(size=(4000, 8)) * 2.0
+    assert frechet_distance(a, b) == pytest.approx(8.0, rel=0.1)
+    with pytest.raises(ValueError):
+        frechet_distance(a, a[:, :4])
+
+
+def test_identical_audio_gives_zero_fd_zero_l1_and_f1_one(frontend):
+    times = [0.5, 1.1, 1.9, 2.6, 3.3]
+    x = _clicks(times)
+    emb = LogMelStatsEmbedding(8)
+    e = emb(log_mel(frontend, x))
+    assert e.shape[1] == 160
+    assert frechet_distance(e, e) == pytest.approx(0.0, abs=1e-6)
+    assert mel_l1(frontend, x, x) == 0.0
+    assert mel_l1(frontend, x, _clicks([0.5, 2.5])) > 0.05
+    s = sync_scores(x, SR, [int(t * SR) for t in times])
+    for key in ("45ms", "125ms"):
+        assert s[key]["f1"] == 1.0
+        assert abs(s[key]["mean_offset_ms"]) < 15.0
+    late = sync_scores(x, SR, [int((t - 0.08) * SR) for t in times])
+    assert late["45ms"]["f1"] == 0.0 and late["125ms"]["f1"] == 1.0
+    assert late["125ms"]["mean_offset_ms"] == pytest.approx(80.0, abs=15.0)
+
+
+def test_material_classifier_beats_chance_on_ground_truth(frontend):
+    from frieren.synth import SceneConfig, render_clip
+
+    scene = SceneConfig(duration_s=5.0)
+
+    def data(seeds):
+        xs, ys = [], []
+        for seed in seeds:
+            clip = render_clip(seed, scene)
+            imp = impact_samples(clip.events, scene.materials)
+            if imp:
+                xs.append(impact_features(log_mel(frontend, clip.audio), [s for s, _ in imp], 256))
+                ys += [m for _, m in imp]
+        return np.concatenate(xs), ys
+
+    x_train, y_train = data(range(960000, 960012))
+    x_test, y_test = data(range(900000, 900006))
+    assert len(y_test) >= 15
+    clf = MaterialClassifier.fit(x_train, y_train, scene.materials)
+    acc = clf.accuracy(x_test, y_test)
+    _, counts = np.unique(y_test, return_counts=True)
+    chance = counts.max() / len(y_test)
+    print(f"material accuracy on held-out GT: {acc:.3f} (majority class {chance:.3f}, {len(y_test)} impacts)")
+    assert acc > chance + 0.15
+
+
+def test_impact_samples_drops_overlapping_and_weak_events():
+    from frieren.synth import Event
+
+    def ev(t, kind="impact", material="wood", strength=0.5):
+        return Event(time_s=t, sample=int(t * SR), kind=kind, source="floor", material=material,
+                     strength=strength, speed=1.0, position=(0.5, 0.9))
+
+    events = [ev(0.5), ev(1.0), ev(1.02, material="glass"), ev(2.0, strength=0.01),
+              ev(3.0, kind="continuous_start", material="metal"), ev(4.0, material="fan")]
+    assert impact_samples(events, ("wood", "glass")) == [(int(0.5 * SR), "wood")]
+
+
+def test_eval_command_writes_table_json_and_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    from frieren.bundles import default_bundle_available
+    from frieren.eval_cli import main
+
+    if not default_bundle_available():
+        pytest.skip("shipped default bundle missing")
+    out = tmp_path / "eval"
+    torch_threads = torch.get_num_threads()
+    try:
+        rc = main(["--teacher", "", "--reflow", "", "--distilled-steps", "1,2", "--clips", "2", "--seconds", "3",
+                   "--classifier-clips", "4", "--fd", "logmel", "--out", str(out)])
+    finally:
+        torch.set_num_threads(torch_threads)
+    assert rc == 0
+    md = (out / "table.md").read_text()
+    assert "| reflow+distill | 1 |" in md and "| reflow+distill | 2 |" in md and "ground truth" in md
+    result = json.loads((out / "table.json").read_text())
+    rows = {(r["model"], r["steps"]): r for r in result["rows"]}
+    assert set(rows) >= {("ground truth", None), ("GT mel + vocoder", None), ("reflow+distill", 1),
+                         ("reflow+distill", 2)}
+    gt = rows[("ground truth", None)]
+    assert gt["fd_logmel"] == 0.0 and gt["mel_l1"] == 0.0 and gt["f1_125ms"] > 0.8
+    r1 = rows[("reflow+distill", 1)]
+    for key in ("precision_45ms", "recall_45ms", "f1_45ms", "f1_125ms", "material_acc", "mel_l1"):
+        assert 0.0 <= r1[key] <= 1.0 or key == "mel_l1", (key, r1[key])
+    assert r1["fd_logmel"] > 0 and r1["mel_l1"] > 0 and r1["s_per_window"] > 0 and r1["nfe"] in (1, 2)
+    png = (out / "metrics_vs_steps.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10000
