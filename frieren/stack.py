@@ -115,9 +115,10 @@ class FrierenStack(nn.Module):
         wav = self.vocoder(mel)
         return wav.reshape(wav.shape[0], -1)
 
-    def vocode_span(self, mel: torch.Tensor, start: int, end: int) -> torch.Tensor:
-        """Vocode mel frames [start, end) with the vocoder's own context -> (B, (end-start) * hop)."""
-        wav = self.vocoder.vocode_span(mel, start, end)
+    def vocode_span(self, mel: torch.Tensor, start: int, end: int, context: Optional[int] = None) -> torch.Tensor:
+        """Vocode mel frames [start, end) with ``context`` frames each side (default: the
+        vocoder's exact reach) -> (B, (end-start) * hop)."""
+        wav = self.vocoder.vocode_span(mel, start, end, context=context)
         return wav.reshape(wav.shape[0], -1)
 
     def generate(self, frames: torch.Tensor, x0: torch.Tensor, **kw) -> torch.Tensor:

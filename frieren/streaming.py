@@ -45,12 +45,15 @@ class StreamingGenerator:
     """Stateless batched window generator over one model stack (owned by one thread)."""
 
     def __init__(self, stack: FrierenStack, device: str = "cpu", *, steps: Optional[int] = None,
-                 cfg_scale: Optional[float] = None, dtype: Optional[str] = None) -> None:
+                 cfg_scale: Optional[float] = None, dtype: Optional[str] = None,
+                 vocoder_context: Optional[int] = None) -> None:
         self.stack = stack.eval().to(device)
         self.device = torch.device(device)
         self.geometry = stack.preset.geometry
         self.steps = steps
         self.cfg_scale = cfg_scale
+        # Mel frames of context each side of the emitted span (None: the vocoder's exact reach).
+        self.vocoder_context = vocoder_context
         self._dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype or "", None)
         if dtype is not None and self._dtype is None:
             raise ValueError(f"unknown dtype {dtype!r}; choose bf16 or fp16")
@@ -118,7 +121,7 @@ class StreamingGenerator:
                 spans.setdefault((m0, m1), []).append(i)
             out: List[Optional[torch.Tensor]] = [None] * len(jobs)
             for (m0, m1), idx in spans.items():
-                wav = self.stack.vocode_span(mel[idx], m0, m1).float().cpu()
+                wav = self.stack.vocode_span(mel[idx], m0, m1, self.vocoder_context).float().cpu()
                 for row, i in enumerate(idx):
                     off = jobs[i].emit_start - m0 * hop
                     out[i] = wav[row, off:off + jobs[i].emit_length].contiguous()

@@ -75,11 +75,14 @@ def run_single(engine, config, duration: float, seed: int, offline: bool = True,
                           record_s=duration + 5, record_size=S)
     col = CollectSink("bench", queue_size=1 << 14)
     lat: List[float] = []
+    tick: List[float] = []  # compute per tick (encode + generate + vocode), excluding queueing
 
     def on_chunk(c) -> None:
         if c.timings:   # the final flushed tail has no timings and no real capture instant
             lat.append((time.monotonic_ns() - c.capture_ns) / 1e6)
+            tick.append(sum(c.timings.get(k, 0.0) for k in ("encode_ms", "generate_ms", "vocode_ms")))
 
+    hop_ms = (config.hop_samples or g.samples_per_frame) / sr * 1000
     engine.start()
     engine.meter.reset()
     a0 = engine.audio_samples
@@ -101,6 +104,8 @@ def run_single(engine, config, duration: float, seed: int, offline: bool = True,
         "wall_s": wall, "audio_s": audio_s, "windows": m["windows"], "batches": m["batches"],
         "rtf": {k: v / audio_s for k, v in m["stage_s"].items()} if audio_s else {},
         "latency_ms": {"p50": _pct(lat, 50), "p95": _pct(lat, 95), "max": max(lat) if lat else None, "n": len(lat)},
+        "tick_ms": {"p50": _pct(tick, 50), "p95": _pct(tick, 95), "max": max(tick) if tick else None,
+                    "p95_fraction_of_hop": (_pct(tick, 95) / hop_ms) if tick else None},
         "drops": final.get("dropped", 0), "underruns": final.get("virtual_underruns", 0),
         "drops_per_min": final.get("dropped", 0) / minutes,
         "underruns_per_min": final.get("virtual_underruns", 0) / minutes,
@@ -191,6 +196,10 @@ def report_text(r: Dict[str, Any]) -> str:
              ", ".join(f"{k} {v:.3f}" for k, v in s["rtf"].items()))
     lm = s["latency_ms"]
     f = lambda v: "-" if v is None else f"{v:.0f}"  # noqa: E731
+    tk = s.get("tick_ms", {})
+    if tk.get("p50") is not None:
+        L.append(f"  tick compute: p50 {tk['p50']:.0f} ms, p95 {tk['p95']:.0f} ms, max {tk['max']:.0f} ms "
+                 f"(p95 = {tk['p95_fraction_of_hop']:.0%} of the hop)")
     L.append(f"  glass-to-ear latency: p50 {f(lm['p50'])} ms, p95 {f(lm['p95'])} ms, max {f(lm['max'])} ms "
              f"({lm['n']} chunks)")
     L += _sync_text("sync stream", s["sync_stream"])

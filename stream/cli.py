@@ -46,6 +46,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (default cpu)")
     g.add_argument("--dtype", choices=("bf16", "fp16"), help="autocast dtype on CUDA (default float32)")
     g.add_argument("--max-batch", type=int, default=32, help="most windows per worker batch (default 32)")
+    g.add_argument("--vocoder-context", type=int,
+                   help="mel frames of vocoder context each side of a hop (default: the vocoder's exact reach)")
     g.add_argument("--threads", type=int,
                    help="torch CPU threads for the model (default: torch's choice, one per core)")
 
@@ -92,7 +94,8 @@ def load_engine(args):
         raise UsageError(str(exc)) from None
     except RuntimeError as exc:  # e.g. CUDA not available
         raise UsageError(f"cannot load the model on {args.device}: {str(exc).splitlines()[0]}") from None
-    return Engine(stack, device=args.device, max_batch=args.max_batch, dtype=args.dtype, seed=args.seed)
+    return Engine(stack, device=args.device, max_batch=args.max_batch, dtype=args.dtype, seed=args.seed,
+                  vocoder_context=args.vocoder_context)
 
 
 def session_config(args, engine):

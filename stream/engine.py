@@ -165,12 +165,13 @@ class Engine:
                  random_init: bool = False, device: str = "cpu", max_batch: int = 32, seed: int = 0,
                  steps: Optional[int] = None, cfg_scale: Optional[float] = None, dtype: Optional[str] = None,
                  generator: Optional[StreamingGenerator] = None, warmup: bool = True,
-                 prefill_ms: float = 150.0) -> None:
+                 prefill_ms: float = 150.0, vocoder_context: Optional[int] = None) -> None:
         if generator is None:
             if stack is None:
                 from frieren.bundles import load_model
                 stack, _ = load_model(bundle, preset=preset, random_init=random_init, device=device, seed=seed)
-            generator = StreamingGenerator(stack, device=device, steps=steps, cfg_scale=cfg_scale, dtype=dtype)
+            generator = StreamingGenerator(stack, device=device, steps=steps, cfg_scale=cfg_scale, dtype=dtype,
+                                           vocoder_context=vocoder_context)
         self.meter = MeteredGenerator(generator)
         self.worker = GenerationWorker(self.meter, max_batch=max_batch)  # type: ignore[arg-type]
         self.device = device
