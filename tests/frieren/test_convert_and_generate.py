@@ -156,3 +156,15 @@ def test_folder_mode_skips_bad_files_and_writes_the_rest(tmp_path):
     assert "broken.webm" in proc.stderr
     assert abs(_wav_seconds(out / "a.wav") - 2.0) <= 256 / 16000
     assert abs(_wav_seconds(out / "b.wav") - 1.0) <= 256 / 16000
+
+
+@pytest.mark.parametrize("codec,ext,fps", [("libvpx-vp9", "webm", 24), ("mpeg4", "mov", 25), ("libx264", "mkv", 60)])
+def test_common_containers_generate_and_mux(tmp_path, codec, ext, fps):
+    import av
+
+    video = make_test_video(tmp_path / f"v.{ext}", seconds=2.0, fps=fps, width=200, height=112, codec=codec)
+    wav, muxed = tmp_path / "v.wav", tmp_path / "v_foley.mp4"
+    _frieren("generate", str(video), "--out", str(wav), "--preset", "tiny", "--random-init", "--mux", str(muxed))
+    assert abs(_wav_seconds(wav) - 2.0) <= 256 / 16000
+    with av.open(str(muxed)) as c:
+        assert len(c.streams.video) == 1 and len(c.streams.audio) == 1
