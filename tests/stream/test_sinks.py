@@ -14,6 +14,8 @@ import pytest
 from stream.messages import AudioChunk
 from stream.sinks import Fanout, JitterBuffer, Sink, SpeakerSink, WavSink
 
+from audio_server import null_audio_device  # noqa: F401  (fixture: private PulseAudio null sink)
+
 ROOT = Path(__file__).resolve().parents[2]
 SR = 16000
 
@@ -176,6 +178,83 @@ def test_speaker_sink_against_device_or_clear_error():
             assert time.monotonic() < deadline
             time.sleep(0.02)
     assert sink.stats()["chunks_written"] == 3
+
+
+def test_speaker_sink_plays_on_null_sink(null_audio_device, tmp_path):
+    """Real PortAudio playback (ALSA -> pulse plugin -> PulseAudio null sink): the callback runs
+    at about real-time rate, every sample is played, one underrun when the feed stops, close()
+    is clean, and the sink's monitor hears the sine."""
+    dev, rate, freq = null_audio_device, 48000, 440.0
+    sink = SpeakerSink(device=dev.device, sample_rate=rate, prefill_ms=200, buffer_ms=1500)
+    calls = []  # (monotonic, frames, audio frames) per PortAudio callback
+
+    def callback(outdata, frames, time_info, status):  # shadows the method: _open passes this one
+        before = sink.jitter.samples_played
+        SpeakerSink.callback(sink, outdata, frames, time_info, status)
+        calls.append((time.monotonic(), frames, sink.jitter.samples_played - before))
+
+    sink.callback = callback
+    rec_path = tmp_path / "monitor.f32"
+    rec = dev.record(rec_path, rate=rate)
+    try:
+        time.sleep(0.3)  # let parec connect before the tone starts
+        chunks = make_chunks(20, size=1600, freq=freq)  # 2 s at 16 kHz, resampled to 48 kHz by the sink
+        sink.start()
+        # the ALSA pulse plugin may stall ~1.5 s after its first buffer fill: wait until the
+        # device clock runs (0.5 s of priming silence pulled) so pacing below is meaningful
+        deadline = time.monotonic() + 10
+        while sum(f for _, f, _ in calls) < 0.5 * rate:
+            assert time.monotonic() < deadline, f"PortAudio callback not running: {len(calls)} calls"
+            time.sleep(0.01)
+        t0 = time.monotonic()
+        for k, c in enumerate(chunks):  # real-time pacing, half a second ahead
+            time.sleep(max(0.0, t0 + (k - 5) * 0.1 - time.monotonic()))
+            assert sink.submit(c)
+        deadline = time.monotonic() + 10
+        while sink.queue.stats()["size"] or sink.stats()["chunks_written"] < len(chunks):
+            assert time.monotonic() < deadline, sink.stats()
+            time.sleep(0.01)
+        jb = sink.jitter
+        assert jb.underruns == 0 and jb.overflow_samples == 0, jb.stats()  # fed in time: no gaps
+        while jb.underruns == 0:  # the feed stopped: it plays out, then runs dry once
+            assert time.monotonic() < deadline, jb.stats()
+            time.sleep(0.01)
+        dry_at, silence_at = time.monotonic(), jb.silence_samples
+        time.sleep(0.4)
+        t_close = time.monotonic()
+        sink.close()
+        close_s = time.monotonic() - t_close
+        n_calls = len(calls)
+        time.sleep(0.2)
+    finally:
+        sink.close()
+        rec.terminate()
+        rec.wait(5)
+
+    st = sink.stats()
+    assert not sink.running and sink._stream is None
+    assert st["errors"] == 0 and st["chunks_written"] == 20 and close_s < 2.0
+    assert len(calls) == n_calls  # no callbacks after close()
+    # every written sample was played, and the silence after running dry is one underrun
+    assert jb.samples_played == jb.samples_written > 0.95 * 2 * rate and jb.buffered == 0
+    assert jb.underruns == 1
+    assert jb.silence_samples - silence_at > 0.05 * rate  # silence kept playing, still one underrun
+    # consumption at about real-time rate (loose: shared CI machines)
+    first_audio = next(t for t, _, a in calls if a)
+    frames = sum(f for t, f, _ in calls if first_audio <= t <= dry_at)
+    elapsed = dry_at - first_audio
+    assert 0.6 < frames / rate / elapsed < 1.6, (frames, elapsed)
+    assert 1.4 < elapsed < 4.0
+    # the null sink's monitor heard a 440 Hz tone
+    y = np.fromfile(rec_path, "<f4")
+    assert len(y) > rate, len(y)
+    win = int(0.05 * rate)
+    rms = np.sqrt(np.mean(y[:len(y) // win * win].reshape(-1, win) ** 2, axis=1))
+    loud = rms > 0.1
+    assert 1.5 < loud.sum() * 0.05 < 2.5, rms.round(3)  # about 2 s of tone at rms 0.35
+    seg = y[np.argmax(loud) * win:][:rate]
+    spec = np.abs(np.fft.rfft(seg * np.hanning(len(seg))))
+    assert abs(np.argmax(spec) * rate / len(seg) - freq) < 5
 
 
 class SlowSink(Sink):
