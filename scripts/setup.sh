@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(ffmpeg libportaudio2 chromium)
+# pulseaudio, pulseaudio-utils, libasound2-plugins: a private null-sink sound server so the
+# speaker sink is tested on a real PortAudio device without a sound card (tests/stream/audio_server.py)
+APT_PACKAGES=(ffmpeg libportaudio2 chromium firefox-esr pulseaudio pulseaudio-utils libasound2-plugins)
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
   missing=()
   for p in "${APT_PACKAGES[@]}"; do

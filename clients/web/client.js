@@ -17,6 +17,9 @@
     pc: null, dc: null, stream: null, audioCtx: null, analyser: null, timers: [],
     session: null, statsUpdates: 0, lastStats: null, rms: 0, peak: 0, maxRms: 0,
     rttMs: null, jitterMs: null, pingRttMs: null, framesSent: null, audioSamples: 0,
+    // ms since page load (performance.now()): ICE+DTLS connected, AudioContext running, the
+    // audio track arrived, the analyser first measured non-silent generated audio (rms > 1e-3).
+    connectedMs: null, audioRunningMs: null, firstTrackMs: null, firstAudioMs: null,
   };
 
   function setStatus(text, isError) {
@@ -132,6 +135,7 @@
       st.rms = Math.sqrt(sum / buf.length);
       st.peak = peak;
       st.maxRms = Math.max(st.maxRms, st.rms);
+      if (st.firstAudioMs === null && st.rms > 1e-3) st.firstAudioMs = performance.now();
       ui.level.value = st.rms;
     }, 100));
   }
@@ -159,6 +163,8 @@
       last_stats_seq: st.lastStats ? st.lastStats.seq : null, rtt_ms: st.rttMs, ping_rtt_ms: st.pingRttMs,
       jitter_buffer_ms: st.jitterMs, frames_sent: st.framesSent, audio_samples_received: st.audioSamples,
       audio_context: st.audioCtx ? st.audioCtx.state : null, user_agent: navigator.userAgent.slice(0, 100),
+      connected_ms: st.connectedMs, audio_running_ms: st.audioRunningMs, track_ms: st.firstTrackMs,
+      first_audio_ms: st.firstAudioMs,
     });
     send({ type: "ping", t: performance.now() });
   }
@@ -177,7 +183,13 @@
       listCameras().catch(() => {});
       // Create the AudioContext inside the click (user gesture) so playback may start.
       const Ctx = window.AudioContext || window.webkitAudioContext;
-      if (Ctx && !st.audioCtx) st.audioCtx = new Ctx();
+      if (Ctx && !st.audioCtx) {
+        const ctx = new Ctx();
+        st.audioCtx = ctx;
+        const mark = () => { if (ctx.state === "running" && st.audioRunningMs === null) st.audioRunningMs = performance.now(); };
+        ctx.addEventListener("statechange", mark);
+        mark();
+      }
 
       const pc = new RTCPeerConnection({ iceServers: cfg.iceServers || [] });
       st.pc = pc;
@@ -186,10 +198,12 @@
       pc.addTransceiver("audio", { direction: "recvonly" });
       st.stream.getVideoTracks().forEach((t) => pc.addTrack(t, st.stream));
       pc.ontrack = (ev) => {
+        if (ev.track.kind === "audio" && st.firstTrackMs === null) st.firstTrackMs = performance.now();
         if (ev.track.kind === "audio") setupAnalyser(ev.streams && ev.streams[0] ? ev.streams[0] : new MediaStream([ev.track]));
       };
       pc.onconnectionstatechange = () => {
         const s = pc.connectionState;
+        if (s === "connected" && st.connectedMs === null) st.connectedMs = performance.now();
         if (s === "failed") { setStatus("connection failed: the server could not be reached over ICE (check STUN/TURN settings and firewalls)", true); stop(false); }
         else if (s === "disconnected" || s === "closed") setStatus("connection " + s);
         else setStatus(s === "connected" ? "streaming (session " + st.session + ")" : "connection " + s);
@@ -234,6 +248,12 @@
   ui.start.addEventListener("click", () => { start(); });
   ui.stop.addEventListener("click", () => { stop(true); });
   window.addEventListener("pagehide", () => { if (st.pc) stop(true); });
+  // Without a user gesture (e.g. ?autostart=1) browsers may keep the AudioContext suspended
+  // (Firefox: media.autoplay.block-webaudio); resume it on the first interaction.
+  const resumeAudio = () => {
+    if (st.audioCtx && st.audioCtx.state === "suspended") st.audioCtx.resume().catch(() => {});
+  };
+  ["pointerdown", "keydown"].forEach((ev) => document.addEventListener(ev, resumeAudio, true));
   listCameras().catch(() => {});
 
   // For tests and debugging (e.g. over the DevTools protocol).
