@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from audio_server import private_pulse_server
+
 from rtc_helpers import worker  # noqa: F401  (fixture)
 from rtc_helpers import run, running_server
 
@@ -121,34 +123,8 @@ def null_sink(tmp_path: Path):
     drive its graph (a bare container has none); Chromium's headless mode fakes one."""
     assert os.path.exists(PULSEAUDIO), (f"{PULSEAUDIO} not found: Firefox needs an audio output "
                                         "device for WebAudio to run; install Debian's pulseaudio")
-    run_dir = Path(tempfile.mkdtemp(prefix="frieren-pulse-"))  # short: a socket path has <= 107 bytes
-    sock = run_dir / "native"
-    env = dict(os.environ, HOME=str(run_dir), XDG_RUNTIME_DIR=str(run_dir),
-               XDG_CONFIG_HOME=str(run_dir / ".config"))
-    env.pop("DISPLAY", None)
-    log = open(tmp_path / "pulseaudio.log", "wb")
-    proc = subprocess.Popen([PULSEAUDIO, "-n", "--daemonize=no", "--system=no", "--exit-idle-time=-1",
-                             "--use-pid-file=no", "--disable-shm=yes", "--log-target=stderr",
-                             "-L", "module-null-sink sink_name=null",
-                             "-L", f"module-native-protocol-unix socket={sock} auth-anonymous=1"],
-                            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 10
-        while not sock.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert sock.exists(), ("pulseaudio did not start: "
-                               + (tmp_path / "pulseaudio.log").read_text(errors="replace")[-1500:])
-        yield f"unix:{sock}"
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        log.close()
-        shutil.rmtree(run_dir, ignore_errors=True)
+    with private_pulse_server() as (server, _log):
+        yield server
 
 
 def _tail(tmp_path: Path) -> str:

@@ -16,7 +16,7 @@ from frieren.models.cond import CondEncoder
 from frieren.models.estimator import ChannelConcatDiT
 from frieren.models.vae import MelVAE
 from frieren.training.cavp_audio import MelAudioEncoder
-from frieren.training.objectives import (CAVPObjective, CFMObjective, DistillObjective, ReflowObjective,
+from frieren.training.objectives import (CAVPObjective, frame_audio_targets, CFMObjective, DistillObjective, ReflowObjective,
                                          VAEObjective, generate_reflow_pairs, guided_velocity,
                                          weighted_flow_loss)
 
@@ -78,6 +78,31 @@ def test_cavp_objective_decreases():
     assert all(m.training for m in obj.video.modules() if isinstance(m, torch.nn.BatchNorm3d))
     before, after = _fit(obj, (frames, mel), 15, 2e-3)
     assert after < before, (before, after)
+
+
+def test_frame_audio_targets_locate_onsets():
+    mel = torch.full((1, 80, 32), -4.0)
+    mel[:, :, 13:] = 0.0                               # a step (an onset) in frame 13 // 8 = 1
+    t = frame_audio_targets(mel, 4, bands=8)
+    assert t.shape == (1, 4, 9)
+    assert int(t[0, :, 0].argmax()) == 1 and float(t[0, 0, 0]) == 0.0
+    assert torch.allclose(t[0, 3, 1:], torch.zeros(8)) and torch.allclose(t[0, 0, 1:], torch.full((8,), -4.0))
+
+
+def test_cavp_event_head_trains_and_stays_out_of_the_video_branch():
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(TINY.cavp, image_size=32)
+    obj = CAVPObjective(CAVPVideoEncoder(cfg), MelAudioEncoder(80, cfg.embed_dim, 8, width=32), segments=4,
+                        event_weight=1.0)
+    g = torch.Generator().manual_seed(0)
+    frames = torch.rand(3, 8, 3, 32, 32, generator=g)
+    mel = torch.randn(3, 80, 64, generator=g)
+    obj.train()
+    out = obj((frames, mel))
+    assert {"event", "onset_corr"} <= set(out)
+    before, after = _fit(obj, (frames, mel), 15, 2e-3)
+    assert after < before, (before, after)
+    assert not any(k.startswith("event_head") for k in obj.video.state_dict())
 
 
 @pytest.mark.parametrize("kind", ["cfm", "reflow", "distill"])

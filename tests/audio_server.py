@@ -12,6 +12,7 @@ them the fixture skips.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -19,7 +20,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Iterator, Optional, Tuple
 
 import pytest
 
@@ -80,11 +81,11 @@ def _reinit_portaudio() -> None:
     sd._initialize()
 
 
-@pytest.fixture(scope="session")
-def null_audio_device():
-    why = _missing_tools()
-    if why:
-        pytest.skip(why)
+@contextlib.contextmanager
+def private_pulse_server(rate: int = RATE) -> Iterator[Tuple[str, Path]]:
+    """Start a PulseAudio daemon with one null sink on a private socket; yields
+    (PULSE_SERVER address, log path). It never touches a user's session server and is
+    stopped (and its folder removed) on exit. Fails with the log if it does not start."""
     # a short folder: unix socket paths are limited to ~107 bytes
     home = Path(tempfile.mkdtemp(prefix="frieren-pa-"))
     socket = home / "native"
@@ -93,36 +94,48 @@ def null_audio_device():
     env = {**os.environ, "HOME": str(home), "XDG_RUNTIME_DIR": str(home), "XDG_CONFIG_HOME": str(home),
            "PULSE_RUNTIME_PATH": str(home)}
     env.pop("PULSE_SERVER", None)
+    env.pop("DISPLAY", None)
     cmd = ["pulseaudio", "--daemonize=no", "--exit-idle-time=-1", "-n", "--use-pid-file=no",
            "--disable-shm=yes", "--log-target=stderr", "--log-level=warning",
-           f"--load=module-null-sink sink_name={SINK} rate={RATE} channels=2",
+           f"--load=module-null-sink sink_name={SINK} rate={rate} channels=2",
            f"--load=module-native-protocol-unix auth-anonymous=1 socket={socket}"]
     if os.geteuid() == 0:
         cmd.insert(1, "--system=false")  # as root it only warns "not intended to be run as root"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
                                 cwd=home, start_new_session=True)
-    old_server = os.environ.get("PULSE_SERVER")
     try:
         deadline = time.monotonic() + 15
         while not (socket.exists() and _server_up(server)):
             if proc.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"pulseaudio did not start (rc={proc.poll()}):\n{log_path.read_text()[-3000:]}")
             time.sleep(0.05)
-        os.environ["PULSE_SERVER"] = server  # read by the ALSA pulse plugin inside PortAudio
-        _reinit_portaudio()
-        yield NullAudioDevice(server=server, device="pulse", sink=SINK, monitor=f"{SINK}.monitor",
-                              rate=RATE, log_path=log_path)
+        yield server, log_path
     finally:
-        if old_server is None:
-            os.environ.pop("PULSE_SERVER", None)
-        else:
-            os.environ["PULSE_SERVER"] = old_server
         proc.terminate()
         try:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
-        _reinit_portaudio()
         shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def null_audio_device():
+    why = _missing_tools()
+    if why:
+        pytest.skip(why)
+    old_server = os.environ.get("PULSE_SERVER")
+    with private_pulse_server() as (server, log_path):
+        try:
+            os.environ["PULSE_SERVER"] = server  # read by the ALSA pulse plugin inside PortAudio
+            _reinit_portaudio()
+            yield NullAudioDevice(server=server, device="pulse", sink=SINK, monitor=f"{SINK}.monitor",
+                                  rate=RATE, log_path=log_path)
+        finally:
+            if old_server is None:
+                os.environ.pop("PULSE_SERVER", None)
+            else:
+                os.environ["PULSE_SERVER"] = old_server
+            _reinit_portaudio()
