@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Optional
 
 import torch
 
-from frieren.checkpoints import BundleInfo, CheckpointError, load_bundle
+from frieren.checkpoints import CheckpointError, load_bundle
 from frieren.config import get_preset
 
 log = logging.getLogger(__name__)

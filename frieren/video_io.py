@@ -148,8 +148,6 @@ def mux_audio(video_path: os.PathLike, audio: np.ndarray, sample_rate: int, out_
     The video packets are copied when the output container accepts them, else re-encoded
     to H.264. Audio is AAC. The result is written to a temp file and renamed.
     """
-    import av
-
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(out_path.stem + ".tmp" + out_path.suffix)
