@@ -96,6 +96,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-minutes", type=float, help="per-stage wall-time safety budget")
     p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints of the stage")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
+    p.add_argument("--cavp-event-weight", type=float, default=0.0,
+                   help="CAVP stage: weight of the per-frame audio-event regression (onset strength and "
+                        "band loudness of each frame's audio predicted from its video feature); 0 = "
+                        "contrastive only (the original recipe)")
 
 
 def _hparams(p: argparse.ArgumentParser, stage: Optional[str]) -> None:
@@ -284,10 +288,15 @@ def _idx(gen: torch.Generator, n: int, b: int) -> torch.Tensor:
 # stages
 # --------------------------------------------------------------------------------------
 
-def _finished(run: Run, stage: str) -> Optional[dict]:
+def _finished(run: Run, stage: str, steps: Optional[int] = None) -> Optional[dict]:
     from frieren.training.loop import load_final
     fin = load_final(run.stage_dir(stage))
     if fin is not None and not run.args.no_resume:
+        done = fin["result"].get("steps")
+        if steps is not None and done is not None and done != steps and not fin.get("stopped_early"):
+            # A run dir of another recipe: skipping would silently reuse its weights.
+            raise SystemExit(f"stage {stage} in {run.dir} finished with {done} steps but {steps} were "
+                             f"requested; use another --run-dir (copy the stages to keep) or pass --no-resume")
         log.info("stage %s already finished (%s); skipping", stage, fin["result"])
         return fin["result"]
     return None
@@ -314,7 +323,7 @@ def stage_vae(run: Run, hp: StageHParams) -> dict:
     from frieren.training.data import latent_scale
     from frieren.training.objectives import VAEObjective
 
-    done = _finished(run, "vae")
+    done = _finished(run, "vae", hp.steps)
     w = run.windows()
     if done is None:
         torch.manual_seed(run.args.seed + 1)
@@ -349,7 +358,7 @@ def stage_cavp(run: Run, hp: StageHParams) -> dict:
     from frieren.training.cavp_audio import MelAudioEncoder
     from frieren.training.objectives import CAVPObjective
 
-    done = _finished(run, "cavp")
+    done = _finished(run, "cavp", hp.steps)
     if done is not None:
         return done
     w = run.windows()
@@ -357,7 +366,7 @@ def stage_cavp(run: Run, hp: StageHParams) -> dict:
     p = run.preset
     obj = CAVPObjective(CAVPVideoEncoder(p.cavp),
                         MelAudioEncoder(p.mel.n_mels, p.cavp.embed_dim, w.mel_per_frame),
-                        segments=8)
+                        segments=8, event_weight=getattr(run.args, "cavp_event_weight", 0.0))
     b = run.ctx.shard(hp.batch_size)
     n = len(w.windows)
 
@@ -370,7 +379,7 @@ def stage_cavp(run: Run, hp: StageHParams) -> dict:
 def stage_cfm(run: Run, hp: StageHParams) -> dict:
     from frieren.training.objectives import CFMObjective
 
-    done = _finished(run, "cfm")
+    done = _finished(run, "cfm", hp.steps)
     if done is not None:
         return done
     lat = run.latents()
@@ -450,7 +459,7 @@ def load_pairs(run: Run):
 def _pair_stage(run: Run, stage: str, init_from: str, hp: StageHParams) -> dict:
     from frieren.training.objectives import DistillObjective, ReflowObjective
 
-    done = _finished(run, stage)
+    done = _finished(run, stage, hp.steps)
     if done is not None:
         return done
     lat = run.latents()

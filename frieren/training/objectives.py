@@ -43,10 +43,12 @@ from frieren.training.cavp_audio import MelAudioEncoder
 __all__ = [
     "VAEObjective", "CAVPObjective", "CFMObjective", "ReflowObjective", "DistillObjective",
     "weighted_flow_loss", "guided_velocity", "kl_divergence", "contrastive_loss",
-    "generate_reflow_pairs",
+    "generate_reflow_pairs", "frame_audio_targets",
 ]
 
 Losses = Dict[str, Tensor]
+
+AUX_BANDS = 8   # band-loudness targets of the CAVP per-frame audio-event head
 
 
 def _randn(shape, gen: Optional[torch.Generator], like: Tensor) -> Tensor:
@@ -129,13 +131,18 @@ class CAVPObjective(nn.Module):
     """
 
     def __init__(self, video: CAVPVideoEncoder, audio: MelAudioEncoder, segments: int = 8,
-                 temporal_weight: float = 1.0, init_temperature: float = 0.07) -> None:
+                 temporal_weight: float = 1.0, init_temperature: float = 0.07,
+                 event_weight: float = 0.0, event_bands: int = AUX_BANDS) -> None:
         super().__init__()
         self.video = video
         self.audio = audio
         self.segments = segments
         self.temporal_weight = temporal_weight
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / init_temperature)))
+        # Per-frame audio-event head (training only; not part of the shipped video branch).
+        self.event_weight = event_weight
+        self.event_bands = event_bands
+        self.event_head = nn.Linear(video.cfg.embed_dim, 1 + event_bands) if event_weight > 0 else None
 
     def train(self, mode: bool = True) -> "CAVPObjective":
         super().train(mode)
@@ -161,8 +168,45 @@ class CAVPObjective(nn.Module):
         tem = contrastive_loss(vs, as_, scale)
         with torch.no_grad():
             acc = (vs @ as_.transpose(1, 2)).argmax(-1).eq(torch.arange(k, device=v.device)).float().mean()
-        return {"loss": sem + self.temporal_weight * tem, "semantic": sem.detach(),
-                "temporal": tem.detach(), "temporal_acc": acc}
+        out = {"loss": sem + self.temporal_weight * tem, "semantic": sem.detach(),
+               "temporal": tem.detach(), "temporal_acc": acc}
+        if self.event_head is not None:
+            # Regress, from each frame's (normalised) video feature, what the audio of that
+            # frame's period does: its onset strength (spectral flux peak) and band loudness.
+            # The contrastive terms alone left the features nearly blind to impact timing
+            # (linear onset probe AUC 0.59 vs 0.83 for raw frame differences).
+            target = frame_audio_targets(mel, f, self.event_bands)            # (B, F, 1 + bands)
+            target = (target - target.mean((0, 1), keepdim=True)) / target.std((0, 1), keepdim=True).clamp_min(1e-3)
+            pred = self.event_head(v)
+            ev = F.mse_loss(pred, target)
+            onset_corr = _corr(pred[..., 0].reshape(-1), target[..., 0].reshape(-1))
+            out["loss"] = out["loss"] + self.event_weight * ev
+            out["event"] = ev.detach()
+            out["onset_corr"] = onset_corr.detach()
+        return out
+
+
+
+def _corr(a: Tensor, b: Tensor) -> Tensor:
+    a, b = a - a.mean(), b - b.mean()
+    return (a * b).sum() / (a.norm() * b.norm()).clamp_min(1e-8)
+
+
+def frame_audio_targets(mel: Tensor, frames: int, bands: int = AUX_BANDS) -> Tensor:
+    """Per visual frame audio descriptors from a log10 mel (B, n_mels, frames * m):
+    [onset strength, band loudness x ``bands``] -> (B, frames, 1 + bands).
+
+    Onset strength: the largest positive spectral flux (sum over mel bins of the increase
+    from the previous mel frame) within the frame's m mel frames. Band loudness: mean log
+    mel of ``bands`` equal groups of mel bins over the frame."""
+    b, n_mels, t = mel.shape
+    m = t // frames
+    flux = (mel[..., 1:] - mel[..., :-1]).clamp_min(0).sum(1)                  # (B, T-1)
+    flux = F.pad(flux, (1, 0))
+    onset = flux.reshape(b, frames, m).amax(-1)                                 # (B, F)
+    k = n_mels // bands
+    loud = mel[:, :k * bands].reshape(b, bands, k, frames, m).mean((2, 4))      # (B, bands, F)
+    return torch.cat([onset[..., None], loud.transpose(1, 2)], -1)
 
 
 # --------------------------------------------------------------------------------------
