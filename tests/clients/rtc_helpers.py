@@ -137,3 +137,31 @@ class Peer:
 def run(coro, timeout: float = 55.0):
     """Run a test coroutine with a hard bound, so a hang fails instead of blocking the suite."""
     return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+async def wait_for_page_audio(http, base: str, proc, describe, timeout: float = 45.0):
+    """Poll ``/sessions`` until the browser page reports non-silent audio and at least 4 more
+    stats updates than when it first reported. Returns (session entry, first stats_updates,
+    last listing). ``describe()`` gives the browser log tail for failure messages."""
+    import asyncio
+    import time
+
+    best, first_updates, session, listing = None, None, None, None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+        assert proc.poll() is None, f"the browser exited early: {describe()}"
+        async with http.get(f"{base}/sessions") as r:
+            listing = await r.json()
+        for s in listing["sessions"]:
+            rep = s.get("last_report") or {}
+            if rep.get("stats_updates") and first_updates is None:
+                first_updates, session = rep["stats_updates"], s["id"]
+            if s["id"] == session:
+                best = s
+        rep = (best or {}).get("last_report") or {}
+        if (rep.get("max_rms", 0) > 1e-3 and first_updates is not None
+                and rep.get("stats_updates", 0) >= first_updates + 4):
+            break
+    assert best is not None, f"the page never reported: {listing}\n{describe()}"
+    return best, first_updates, listing

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from rtc_helpers import worker  # noqa: F401  (fixture)
-from rtc_helpers import run, running_server, synth_frames
+from rtc_helpers import run, running_server, wait_for_page_audio, synth_frames
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -84,25 +84,9 @@ def test_browser_gets_generated_audio_and_stats(worker, tmp_path):
             log = open(tmp_path / "chromium.log", "wb")
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
             try:
-                best, first_updates, session = None, None, None
                 async with aiohttp.ClientSession() as http:
-                    deadline = time.monotonic() + 45
-                    while time.monotonic() < deadline:
-                        await asyncio.sleep(0.5)
-                        assert proc.poll() is None, f"chromium exited early: {_tail(tmp_path)}"
-                        async with http.get(f"{base}/sessions") as r:
-                            listing = await r.json()
-                        for s in listing["sessions"]:
-                            rep = s.get("last_report") or {}
-                            if rep.get("stats_updates") and first_updates is None:
-                                first_updates, session = rep["stats_updates"], s["id"]
-                            if s["id"] == session:
-                                best = s
-                        rep = (best or {}).get("last_report") or {}
-                        if (rep.get("max_rms", 0) > 1e-3 and first_updates is not None
-                                and rep.get("stats_updates", 0) >= first_updates + 4):
-                            break
-                    assert best is not None, f"the page never reported: {listing}\n{_tail(tmp_path)}"
+                    best, first_updates, listing = await wait_for_page_audio(
+                        http, base, proc, lambda: _tail(tmp_path))
                     rep = best["last_report"]
                     print("page report:", json.dumps(rep), "\nserver stats:", json.dumps(best["stats"]))
                     assert rep["max_rms"] > 1e-3, f"the page measured no generated audio: {rep}"

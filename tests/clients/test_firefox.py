@@ -24,7 +24,7 @@ import pytest
 from audio_server import private_pulse_server
 
 from rtc_helpers import worker  # noqa: F401  (fixture)
-from rtc_helpers import run, running_server
+from rtc_helpers import run, running_server, wait_for_page_audio
 
 FIREFOX = "/usr/bin/firefox-esr"
 PULSEAUDIO = shutil.which("pulseaudio") or "/usr/bin/pulseaudio"
@@ -152,25 +152,9 @@ def test_firefox_gets_generated_audio_and_stats(worker, tmp_path):
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
                                     start_new_session=True)
             try:
-                best, first_updates, session, listing = None, None, None, None
                 async with aiohttp.ClientSession() as http:
-                    deadline = time.monotonic() + 45
-                    while time.monotonic() < deadline:
-                        await asyncio.sleep(0.5)
-                        assert proc.poll() is None, f"firefox exited early: {_tail(tmp_path)}"
-                        async with http.get(f"{base}/sessions") as r:
-                            listing = await r.json()
-                        for s in listing["sessions"]:
-                            rep = s.get("last_report") or {}
-                            if rep.get("stats_updates") and first_updates is None:
-                                first_updates, session = rep["stats_updates"], s["id"]
-                            if s["id"] == session:
-                                best = s
-                        rep = (best or {}).get("last_report") or {}
-                        if (rep.get("max_rms", 0) > 1e-3 and first_updates is not None
-                                and rep.get("stats_updates", 0) >= first_updates + 4):
-                            break
-                    assert best is not None, f"the page never reported: {listing}\n{_tail(tmp_path)}"
+                    best, first_updates, listing = await wait_for_page_audio(
+                        http, base, proc, lambda: _tail(tmp_path))
                     rep = best["last_report"]
                     print("page report:", json.dumps(rep), "\nserver stats:", json.dumps(best["stats"]))
                     assert "Firefox/" in rep.get("user_agent", ""), rep
@@ -198,7 +182,7 @@ def test_firefox_gets_generated_audio_and_stats(worker, tmp_path):
                 closed = server.closed[-1]
                 print(f"session closed {time.monotonic() - t0:.1f} s after firefox exited: "
                       f"{closed['close_reason']}")
-                assert closed["id"] == session, closed
+                assert closed["id"] == best["id"], closed
                 assert closed["close_reason"] == "hang-up" or closed["close_reason"].startswith(
                     ("idle", "connection failed")), closed
             finally:
