@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -48,6 +49,7 @@ class TrainConfig:
     lr: float = 5e-5
     warmup_steps: int = 1000
     warmup_start: float = 1e-6        # LR factor at step 0 (reference LambdaLR f_start)
+    final_lr_factor: float = 1.0      # <1: cosine decay after warm-up down to lr * this at the last step
     weight_decay: float = 0.01
     betas: tuple = (0.9, 0.999)
     grad_clip: float = 0.0            # 0 disables
@@ -146,10 +148,15 @@ class Trainer:
         warm = max(0, cfg.warmup_steps)
         start = cfg.warmup_start
 
+        final, total = cfg.final_lr_factor, cfg.steps
+
         def factor(step: int) -> float:
-            if warm == 0 or step >= warm:
+            if warm and step < warm:
+                return start + (1.0 - start) * step / warm
+            if final >= 1.0 or total <= warm:
                 return 1.0
-            return start + (1.0 - start) * step / warm
+            progress = min(1.0, (step - warm) / (total - warm))
+            return final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
         self.ema = EMA(self.objective, cfg.ema_decay) if cfg.ema_decay > 0 else None

@@ -67,3 +67,19 @@ def test_single_process_without_torchrun(monkeypatch):
         monkeypatch.delenv(var, raising=False)
     ctx = setup("cpu")
     assert ctx == DistContext() and ctx.is_main and not ctx.distributed and ctx.shard(32) == 32
+
+
+def test_cosine_decay_reaches_the_final_factor_after_warm_up(tmp_path):
+    cfg = dataclasses.replace(CFG, steps=12, warmup_steps=2, final_lr_factor=0.1, ema_decay=0.0)
+    trainer = Trainer("t", _objective(), _batches, tmp_path, cfg, progress=False)
+    lrs = []
+    for _ in range(cfg.steps + 1):
+        lrs.append(trainer.scheduler.get_last_lr()[0])
+        trainer.optimizer.step()
+        trainer.scheduler.step()
+    assert lrs[0] < lrs[1] < lrs[2] == cfg.lr                    # linear warm-up
+    assert all(a >= b for a, b in zip(lrs[2:], lrs[3:]))          # then never rises
+    assert abs(lrs[cfg.steps] - 0.1 * cfg.lr) < 1e-9              # ends at lr * final_lr_factor
+    flat = Trainer("t", _objective(), _batches, tmp_path / "flat", dataclasses.replace(cfg, final_lr_factor=1.0),
+                   progress=False)
+    assert flat.scheduler.lr_lambdas[0](cfg.steps) == 1.0        # default: constant after warm-up
