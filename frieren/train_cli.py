@@ -61,11 +61,14 @@ class StageHParams:
     warmup: int
     ema: float = 0.0
     grad_clip: float = 1.0
+    final_lr_factor: float = 1.0   # <1: cosine decay to lr * this (see TrainConfig)
 
 
 # Defaults sized for the tiny preset on a 2-core CPU (see scripts/train_default.sh).
 DEFAULTS: Dict[str, StageHParams] = {
-    "vae": StageHParams(steps=1500, batch_size=16, lr=1e-3, warmup=100, ema=0.0),
+    # The VAE decays its LR (cosine to 0.1x): at a constant 1e-3 its loss kept jumping
+    # between batches and the last step's weights are what the model ships.
+    "vae": StageHParams(steps=1500, batch_size=16, lr=1e-3, warmup=100, ema=0.0, final_lr_factor=0.1),
     "cavp": StageHParams(steps=600, batch_size=16, lr=1e-3, warmup=50, ema=0.0),
     "cfm": StageHParams(steps=3000, batch_size=32, lr=1e-3, warmup=200, ema=0.999),
     "reflow": StageHParams(steps=1000, batch_size=32, lr=2e-4, warmup=50, ema=0.995),
@@ -100,6 +103,12 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="CAVP stage: weight of the per-frame audio-event regression (onset strength and "
                         "band loudness of each frame's audio predicted from its video feature); 0 = "
                         "contrastive only (the original recipe)")
+    p.add_argument("--cavp-event-slots", type=int, default=1,
+                   help="CAVP event head: onset-strength values per frame, one per equal part of the frame "
+                        "(default 1; 4 = one per latent of the tiny preset, asks when inside the frame)")
+    p.add_argument("--cavp-event-flux-bands", type=int, default=0,
+                   help="CAVP event head: also regress the spectrum of what starts in each frame (positive "
+                        "spectral flux in this many mel-bin groups; default 0 = off)")
 
 
 def _hparams(p: argparse.ArgumentParser, stage: Optional[str]) -> None:
@@ -271,7 +280,7 @@ class Run:
         from frieren.training.loop import TrainConfig
         a = self.args
         return TrainConfig(steps=hp.steps, batch_size=hp.batch_size, lr=hp.lr, warmup_steps=hp.warmup,
-                           grad_clip=hp.grad_clip, ema_decay=hp.ema, seed=a.seed + STAGES.index(stage) * 101,
+                           grad_clip=hp.grad_clip, ema_decay=hp.ema, final_lr_factor=hp.final_lr_factor, seed=a.seed + STAGES.index(stage) * 101,
                            ckpt_every=max(50, min(500, hp.steps // 5)), log_every=10,
                            max_seconds=a.max_minutes * 60 if a.max_minutes else None)
 
@@ -366,7 +375,9 @@ def stage_cavp(run: Run, hp: StageHParams) -> dict:
     p = run.preset
     obj = CAVPObjective(CAVPVideoEncoder(p.cavp),
                         MelAudioEncoder(p.mel.n_mels, p.cavp.embed_dim, w.mel_per_frame),
-                        segments=8, event_weight=getattr(run.args, "cavp_event_weight", 0.0))
+                        segments=8, event_weight=getattr(run.args, "cavp_event_weight", 0.0),
+                        event_slots=getattr(run.args, "cavp_event_slots", 1),
+                        event_flux_bands=getattr(run.args, "cavp_event_flux_bands", 0))
     b = run.ctx.shard(hp.batch_size)
     n = len(w.windows)
 

@@ -132,7 +132,8 @@ class CAVPObjective(nn.Module):
 
     def __init__(self, video: CAVPVideoEncoder, audio: MelAudioEncoder, segments: int = 8,
                  temporal_weight: float = 1.0, init_temperature: float = 0.07,
-                 event_weight: float = 0.0, event_bands: int = AUX_BANDS) -> None:
+                 event_weight: float = 0.0, event_bands: int = AUX_BANDS, event_slots: int = 1,
+                 event_flux_bands: int = 0) -> None:
         super().__init__()
         self.video = video
         self.audio = audio
@@ -142,7 +143,10 @@ class CAVPObjective(nn.Module):
         # Per-frame audio-event head (training only; not part of the shipped video branch).
         self.event_weight = event_weight
         self.event_bands = event_bands
-        self.event_head = nn.Linear(video.cfg.embed_dim, 1 + event_bands) if event_weight > 0 else None
+        self.event_slots = event_slots
+        self.event_flux_bands = event_flux_bands
+        n_targets = event_slots + event_bands + event_flux_bands
+        self.event_head = nn.Linear(video.cfg.embed_dim, n_targets) if event_weight > 0 else None
 
     def train(self, mode: bool = True) -> "CAVPObjective":
         super().train(mode)
@@ -175,7 +179,8 @@ class CAVPObjective(nn.Module):
             # frame's period does: its onset strength (spectral flux peak) and band loudness.
             # The contrastive terms alone left the features nearly blind to impact timing
             # (linear onset probe AUC 0.59 vs 0.83 for raw frame differences).
-            target = frame_audio_targets(mel, f, self.event_bands)            # (B, F, 1 + bands)
+            target = frame_audio_targets(mel, f, self.event_bands, slots=self.event_slots,
+                                         flux_bands=self.event_flux_bands)   # (B, F, targets)
             target = (target - target.mean((0, 1), keepdim=True)) / target.std((0, 1), keepdim=True).clamp_min(1e-3)
             pred = self.event_head(v)
             ev = F.mse_loss(pred, target)
@@ -192,21 +197,35 @@ def _corr(a: Tensor, b: Tensor) -> Tensor:
     return (a * b).sum() / (a.norm() * b.norm()).clamp_min(1e-8)
 
 
-def frame_audio_targets(mel: Tensor, frames: int, bands: int = AUX_BANDS) -> Tensor:
-    """Per visual frame audio descriptors from a log10 mel (B, n_mels, frames * m):
-    [onset strength, band loudness x ``bands``] -> (B, frames, 1 + bands).
+def frame_audio_targets(mel: Tensor, frames: int, bands: int = AUX_BANDS, *, slots: int = 1,
+                        flux_bands: int = 0) -> Tensor:
+    """Per visual frame audio descriptors from a log10 mel (B, n_mels, frames * m)
+    -> (B, frames, slots + bands + flux_bands):
 
-    Onset strength: the largest positive spectral flux (sum over mel bins of the increase
-    from the previous mel frame) within the frame's m mel frames. Band loudness: mean log
-    mel of ``bands`` equal groups of mel bins over the frame."""
+    * onset strength, ``slots`` values: the frame's m mel frames cut into ``slots`` equal
+      parts, each giving its largest positive spectral flux (sum over mel bins of the
+      increase from the previous mel frame). ``slots > 1`` asks *when inside the frame*
+      the sound starts (the tiny preset's 4 latent slots per frame: 32 ms each).
+    * band loudness, ``bands`` values: mean log mel of equal groups of mel bins over the frame.
+    * onset spectrum, ``flux_bands`` values: the positive flux of each of ``flux_bands``
+      groups of mel bins summed over the frame, i.e. the spectrum of what *starts* in the
+      frame (the struck material's partials) without the ring-out of earlier sounds.
+    """
     b, n_mels, t = mel.shape
     m = t // frames
-    flux = (mel[..., 1:] - mel[..., :-1]).clamp_min(0).sum(1)                  # (B, T-1)
-    flux = F.pad(flux, (1, 0))
-    onset = flux.reshape(b, frames, m).amax(-1)                                 # (B, F)
+    if m % slots:
+        raise ValueError(f"{m} mel frames per visual frame do not split into {slots} onset slots")
+    rise = F.pad((mel[..., 1:] - mel[..., :-1]).clamp_min(0), (1, 0))          # (B, n_mels, T)
+    flux = rise.sum(1)                                                          # (B, T)
+    onset = flux[:, :frames * m].reshape(b, frames, slots, m // slots).amax(-1)  # (B, F, slots)
     k = n_mels // bands
-    loud = mel[:, :k * bands].reshape(b, bands, k, frames, m).mean((2, 4))      # (B, bands, F)
-    return torch.cat([onset[..., None], loud.transpose(1, 2)], -1)
+    loud = mel[:, :k * bands, :frames * m].reshape(b, bands, k, frames, m).mean((2, 4))   # (B, bands, F)
+    parts = [onset, loud.transpose(1, 2)]
+    if flux_bands:
+        kf = n_mels // flux_bands
+        spec = rise[:, :kf * flux_bands, :frames * m].reshape(b, flux_bands, kf, frames, m).sum((2, 4))
+        parts.append(torch.log1p(spec).transpose(1, 2))                         # (B, F, flux_bands)
+    return torch.cat(parts, -1)
 
 
 # --------------------------------------------------------------------------------------

@@ -89,6 +89,20 @@ def test_frame_audio_targets_locate_onsets():
     assert torch.allclose(t[0, 3, 1:], torch.zeros(8)) and torch.allclose(t[0, 0, 1:], torch.full((8,), -4.0))
 
 
+def test_frame_audio_targets_time_onsets_inside_the_frame_and_give_their_spectrum():
+    mel = torch.full((1, 80, 32), -4.0)
+    mel[:, 60:, 13:] = 0.0                             # high bins start at mel frame 13: frame 1, slot 13 % 8 // 2 = 2
+    t = frame_audio_targets(mel, 4, bands=8, slots=4, flux_bands=4)
+    assert t.shape == (1, 4, 4 + 8 + 4)
+    onset = t[0, :, :4]
+    assert onset.flatten().argmax().item() == 1 * 4 + 2 and int((onset > 0).sum()) == 1
+    spectrum = t[0, 1, 12:]                            # only the top quarter of the bins rose
+    assert float(spectrum[3]) > 0 and torch.allclose(spectrum[:3], torch.zeros(3))
+    assert torch.allclose(t[0, [0, 2, 3], 12:], torch.zeros(3, 4))
+    with pytest.raises(ValueError, match="onset slots"):
+        frame_audio_targets(mel, 4, slots=3)
+
+
 def test_cavp_event_head_trains_and_stays_out_of_the_video_branch():
     torch.manual_seed(0)
     cfg = dataclasses.replace(TINY.cavp, image_size=32)
