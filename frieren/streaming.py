@@ -5,6 +5,10 @@ noise it starts from (a :class:`frieren.noise.NoiseTape` per session) and *which
 span of the window's audio to emit. This module turns a batch of such jobs into
 audio in one batched pass per stage: CAVP -> condition -> one ODE solve (with CFG)
 -> VAE decode -> vocoder on only the emitted span plus the vocoder's own context.
+
+``compile=`` (opt-in) runs the per-window hot spots through ``torch.compile``
+(:mod:`frieren.compile`); batches are then padded to a power of two so that each batch
+size compiles (and, with CUDA graphs, records) once.
 """
 from __future__ import annotations
 
@@ -12,10 +16,11 @@ import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from frieren.compile import CompiledStages, batch_bucket, check_compile_mode
 from frieren.stack import FrierenStack
 
 
@@ -42,11 +47,20 @@ class BatchAudio:
 
 
 class StreamingGenerator:
-    """Stateless batched window generator over one model stack (owned by one thread)."""
+    """Stateless batched window generator over one model stack (owned by one thread).
+
+    dtype: None (float32), "bf16" or "fp16" autocast on CUDA.
+    compile: None (eager), "default", "reduce-overhead" (CUDA graphs on CUDA) or
+    "max-autotune": torch.compile of CAVP, the estimator, the VAE decoder and a BigVGAN
+    vocoder (weights shared with ``stack``; a part that fails to compile runs eagerly, with
+    one warning). ``compile_backend`` is torch.compile's backend (None: inductor; tests use
+    "eager" / "aot_eager").
+    """
 
     def __init__(self, stack: FrierenStack, device: str = "cpu", *, steps: Optional[int] = None,
                  cfg_scale: Optional[float] = None, dtype: Optional[str] = None,
-                 vocoder_context: Optional[int] = None) -> None:
+                 vocoder_context: Optional[int] = None, compile: Optional[str] = None,
+                 compile_backend: Optional[Any] = None) -> None:
         self.stack = stack.eval().to(device)
         self.device = torch.device(device)
         self.geometry = stack.preset.geometry
@@ -57,6 +71,10 @@ class StreamingGenerator:
         self._dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype or "", None)
         if dtype is not None and self._dtype is None:
             raise ValueError(f"unknown dtype {dtype!r}; choose bf16 or fp16")
+        self.compile_mode = check_compile_mode(compile)
+        # The four stage methods run() calls: the stack's own, or their compiled twins.
+        self.stages = self.stack if compile is None else CompiledStages(
+            self.stack, compile, backend=compile_backend, device=self.device)
 
     @property
     def sample_rate(self) -> int:
@@ -69,6 +87,20 @@ class StreamingGenerator:
     @property
     def noise_channels(self) -> int:
         return self.stack.preset.estimator.in_channels
+
+    def padded_batch(self, n: int) -> int:
+        """Rows actually computed for ``n`` windows: ``n`` eager, the next power of two compiled."""
+        return n if self.compile_mode is None else batch_bucket(n)
+
+    def _for_compiled(self, x: torch.Tensor) -> torch.Tensor:
+        """Compiled: pad the batch dim (repeating the last row; padded rows are discarded) to
+        ``padded_batch`` and make ``x`` contiguous, so that compiled code, specialised on sizes
+        and strides, is reused (frames from a camera arrive channels-last)."""
+        if self.compile_mode is None:
+            return x
+        extra = self.padded_batch(x.shape[0]) - x.shape[0]
+        x = x if extra == 0 else torch.cat([x, x[-1:].expand(extra, *x.shape[1:])])
+        return x.contiguous()
 
     def _autocast(self):
         if self._dtype is None or self.device.type != "cuda":
@@ -100,17 +132,21 @@ class StreamingGenerator:
             self._check(job)
         stages: Dict[str, float] = {}
         hop = self.geometry.hop_length
+        n = len(jobs)
+        if self.compile_mode is not None:
+            self.stages.begin_step()
         with self._autocast():
             t0 = time.perf_counter()
             frames = torch.stack([j.frames for j in jobs]).to(self.device, non_blocking=True)
             noise = torch.stack([j.noise for j in jobs]).to(self.device, non_blocking=True)
-            feats = self.stack.features(frames)
+            frames, noise = self._for_compiled(frames), self._for_compiled(noise)
+            feats = self.stages.features(frames)
             self._sync()
             t1 = time.perf_counter()
-            latent = self.stack.sample_latent(feats, noise, steps=self.steps, cfg_scale=self.cfg_scale)
+            latent = self.stages.sample_latent(feats, noise, steps=self.steps, cfg_scale=self.cfg_scale)
             self._sync()
             t2 = time.perf_counter()
-            mel = self.stack.decode(latent).float()
+            mel = self.stages.decode(latent).float()[:n]
             self._sync()
             t3 = time.perf_counter()
             # Vocode each distinct mel span once for all jobs that share it.
@@ -119,9 +155,10 @@ class StreamingGenerator:
                 m0 = job.emit_start // hop
                 m1 = math.ceil((job.emit_start + job.emit_length) / hop)
                 spans.setdefault((m0, m1), []).append(i)
-            out: List[Optional[torch.Tensor]] = [None] * len(jobs)
+            out: List[Optional[torch.Tensor]] = [None] * n
             for (m0, m1), idx in spans.items():
-                wav = self.stack.vocode_span(mel[idx], m0, m1, self.vocoder_context).float().cpu()
+                rows = idx + [idx[-1]] * (self.padded_batch(len(idx)) - len(idx))
+                wav = self.stages.vocode_span(mel[rows], m0, m1, self.vocoder_context).float().cpu()
                 for row, i in enumerate(idx):
                     off = jobs[i].emit_start - m0 * hop
                     out[i] = wav[row, off:off + jobs[i].emit_length].contiguous()
