@@ -188,7 +188,8 @@ def _sync_text(name: str, s: Dict[str, Any]) -> List[str]:
 
 def report_text(r: Dict[str, Any]) -> str:
     s = r["single"]
-    L = [f"frieren-stream bench: preset {r['preset']} on {r['device']} ({r['dtype'] or 'float32'}), "
+    compiled = f", torch.compile {r['compile']}" if r.get("compile") else ""
+    L = [f"frieren-stream bench: preset {r['preset']} on {r['device']} ({r['dtype'] or 'float32'}{compiled}), "
          f"hop {r['hop_ms']:g} ms, look-ahead {r['lookahead_frames']}, {r['duration_s']:g} s"]
     if r["random_weights"]:
         L.append("  NOTE: random weights: sync and seam figures are computed but meaningless")
@@ -232,7 +233,7 @@ def cmd_bench(args) -> int:
     config = session_config(args, engine)
     hop = config.hop_samples or engine.geometry.samples_per_frame
     report: Dict[str, Any] = {
-        "preset": engine.preset_name, "device": str(args.device), "dtype": args.dtype,
+        "preset": engine.preset_name, "device": str(args.device), "dtype": args.dtype, "compile": args.compile,
         "threads": torch.get_num_threads(), "random_weights": bool(args.random_init),
         "note": ("random weights: sync and seam figures are computed but meaningless" if args.random_init
                  else ""),
@@ -241,7 +242,7 @@ def cmd_bench(args) -> int:
         "seed": args.seed,
     }
     try:
-        engine.start()
+        engine.start(config)
         report["single"] = run_single(engine, config, args.duration, args.seed, offline=not args.no_offline,
                                       dtype=args.dtype)
         if args.max_sessions > 0:

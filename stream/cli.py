@@ -24,6 +24,8 @@ import numpy as np
 log = logging.getLogger("frieren-stream")
 
 PROG = "frieren-stream"
+# frieren.compile.COMPILE_MODES, spelled out so that parsing flags does not import torch.
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 SUBCOMMANDS = ("run", "bench", "serve")
 
 
@@ -45,6 +47,10 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--random-init", action="store_true", help="random weights (development and timing only)")
     g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (default cpu)")
     g.add_argument("--dtype", choices=("bf16", "fp16"), help="autocast dtype on CUDA (default float32)")
+    g.add_argument("--compile", choices=COMPILE_MODES, metavar="MODE",
+                   help="torch.compile the model: default, reduce-overhead (CUDA graphs on CUDA) or "
+                        "max-autotune; compiles during warm-up, once per batch size up to --max-batch "
+                        "(minutes); default: eager")
     g.add_argument("--max-batch", type=int, default=32, help="most windows per worker batch (default 32)")
     g.add_argument("--vocoder-context", type=int,
                    help="mel frames of vocoder context each side of a hop (default: the vocoder's exact reach)")
@@ -94,8 +100,11 @@ def load_engine(args):
         raise UsageError(str(exc)) from None
     except RuntimeError as exc:  # e.g. CUDA not available
         raise UsageError(f"cannot load the model on {args.device}: {str(exc).splitlines()[0]}") from None
+    if args.compile:
+        log.info("torch.compile mode %s: the warm-up compiles the model for batch sizes up to %d "
+                 "(can take minutes)", args.compile, args.max_batch)
     return Engine(stack, device=args.device, max_batch=args.max_batch, dtype=args.dtype, seed=args.seed,
-                  vocoder_context=args.vocoder_context)
+                  vocoder_context=args.vocoder_context, compile=args.compile)
 
 
 def session_config(args, engine):
@@ -279,7 +288,7 @@ def cmd_run(args) -> int:
     source = _make_source(kind, path, args, engine)
     if stopper.event.is_set():
         return 0
-    engine.start()                      # warm-up before any output opens
+    engine.start(config)                # warm-up (and compilation) before any output opens
     if stopper.event.is_set():
         engine.stop()
         return 0
@@ -385,6 +394,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     else:
         log.setLevel(logging.INFO)
         logging.getLogger("stream").setLevel(logging.WARNING)
+        logging.getLogger("frieren.compile").setLevel(logging.INFO)   # what was compiled
     try:
         return int(args.func(args) or 0)
     except UsageError as exc:

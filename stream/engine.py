@@ -31,10 +31,11 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from frieren.compile import check_compile_mode
 from frieren.streaming import StreamingGenerator
 
 from .messages import AudioChunk
@@ -42,9 +43,20 @@ from .queues import Closed, Empty
 from .session import Session, SessionConfig
 from .sinks.base import Fanout, Sink
 from .sources.base import Source
+from .window import FrameWindow
 from .worker import GenerationWorker
 
 log = logging.getLogger(__name__)
+
+
+def emit_span(geometry, config: SessionConfig) -> Tuple[int, int]:
+    """(emit_start, emit_length) of the WindowJobs a session with ``config`` submits (as
+    ``Session._job``): the hop, plus the crossfade lead before it unless look-ahead covers it."""
+    w = FrameWindow(geometry, hop_samples=config.hop_samples, lookahead_frames=config.lookahead_frames)
+    overlap = min(config.crossfade_samples, w.hop_samples)
+    tail_mode = config.lookahead_frames * geometry.samples_per_frame >= overlap
+    start = w.emit_offset if tail_mode else w.emit_offset - overlap
+    return start, w.hop_samples + overlap
 
 
 class MeteredGenerator:
@@ -165,13 +177,15 @@ class Engine:
                  random_init: bool = False, device: str = "cpu", max_batch: int = 32, seed: int = 0,
                  steps: Optional[int] = None, cfg_scale: Optional[float] = None, dtype: Optional[str] = None,
                  generator: Optional[StreamingGenerator] = None, warmup: bool = True,
-                 prefill_ms: float = 150.0, vocoder_context: Optional[int] = None) -> None:
+                 prefill_ms: float = 150.0, vocoder_context: Optional[int] = None,
+                 compile: Optional[str] = None) -> None:
         if generator is None:
+            check_compile_mode(compile)     # before loading a model
             if stack is None:
                 from frieren.bundles import load_model
                 stack, _ = load_model(bundle, preset=preset, random_init=random_init, device=device, seed=seed)
             generator = StreamingGenerator(stack, device=device, steps=steps, cfg_scale=cfg_scale, dtype=dtype,
-                                           vocoder_context=vocoder_context)
+                                           vocoder_context=vocoder_context, compile=compile)
         self.meter = MeteredGenerator(generator)
         self.worker = GenerationWorker(self.meter, max_batch=max_batch)  # type: ignore[arg-type]
         self.device = device
@@ -192,14 +206,17 @@ class Engine:
     def geometry(self):
         return self.meter.geometry
 
-    def start(self) -> "Engine":
-        """Warm the model up and start the worker (done by the first ``add_session``)."""
+    def start(self, config: Optional[SessionConfig] = None) -> "Engine":
+        """Warm the model up and start the worker (done by the first ``add_session``).
+
+        config: the sessions' config, so the warm-up runs the windows they will submit (what a
+        compiled generator specialises on); default: ``SessionConfig()``."""
         with self._lock:
             if self._started:
                 return self
             if self._stopped:
                 raise RuntimeError("engine is stopped")
-            self.worker.start(warmup=self._warmup)
+            self.worker.start(warmup=self._warmup, spans=[emit_span(self.geometry, config or SessionConfig())])
             self.meter.reset()
             self._started = True
             self.started_ns = time.monotonic_ns()
@@ -222,7 +239,7 @@ class Engine:
         for sources with ``realtime=False``, i.e. files and synthetic scenes as fast as possible).
         Raises ValueError for a bad config, or the sink's error if one cannot open (nothing
         is left running then)."""
-        self.start()
+        self.start(config)
         with self._lock:
             if session_id is not None and session_id in self._sessions:
                 raise ValueError(f"session id {session_id!r} is already in use")

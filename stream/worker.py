@@ -14,10 +14,11 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Dict, List
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from frieren.compile import batch_buckets
 from frieren.streaming import StreamingGenerator, WindowJob
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -53,25 +54,55 @@ class GenerationWorker:
         self.errors = 0
         self.batch_sizes: List[int] = []
         self.last_stage_s: Dict[str, float] = {}
+        self._warmup_spans: Optional[List[Tuple[int, int]]] = None
+        self._ready = threading.Event()
+        self._start_error: Optional[BaseException] = None
 
     # ------------------------------------------------------------------ lifecycle
-    def start(self, warmup: bool = True) -> "GenerationWorker":
-        if warmup:
-            self.warmup()
+    def start(self, warmup: bool = True, spans: Sequence[Tuple[int, int]] = ()) -> "GenerationWorker":
+        """Start the worker thread; with ``warmup``, return once it has warmed up (see
+        :meth:`warmup`). The warm-up runs on the worker thread itself, so compiled code and
+        CUDA graphs are made and used on one thread. A warm-up error is raised here."""
+        self._warmup_spans = list(spans) if warmup else None
         self._thread.start()
+        self._ready.wait()
+        if self._start_error is not None:
+            self._thread.join()
+            raise self._start_error
         return self
 
-    def warmup(self, repeats: int = 2) -> None:
-        """Run dummy windows so the first real tick pays no one-off costs."""
+    def warmup(self, repeats: int = 2, spans: Sequence[Tuple[int, int]] = ()) -> None:
+        """Run dummy windows so the first real tick pays no one-off costs.
+
+        spans: (emit_start, emit_length) of the windows sessions will submit (default: the
+        window's last visual frame). Eager: one window per span. Compiled generator
+        (``compile_mode``): every padded batch size up to ``max_batch`` for every span, at
+        least 3 calls each (compile, then CUDA graph warm-up and recording), so no session
+        waits for the compiler.
+        """
         g = self.generator.geometry
         S = self.generator.image_size
-        job = WindowJob(frames=torch.zeros(g.frames_per_window, 3, S, S),
-                        noise=torch.zeros(self.generator.noise_channels, g.latent_frames),
-                        emit_start=g.window_samples - g.samples_per_frame, emit_length=g.samples_per_frame)
+        spans = list(spans) or [(g.window_samples - g.samples_per_frame, g.samples_per_frame)]
+        compiled = getattr(self.generator, "compile_mode", None) is not None
+        sizes = batch_buckets(self.max_batch) if compiled else (1,)
+        repeats = max(repeats, 3) if compiled else repeats
+        if compiled:
+            log.info("worker warm-up compiles (torch.compile mode=%s) for batch sizes %s and %d emitted span(s)",
+                     self.generator.compile_mode, ", ".join(map(str, sizes)), len(spans))
         t0 = time.perf_counter()
-        for _ in range(repeats):
-            self.generator.run([job])
-        log.info("worker warm-up: %d windows in %.0f ms", repeats, (time.perf_counter() - t0) * 1000)
+        for start, length in spans:
+            job = WindowJob(frames=torch.zeros(g.frames_per_window, 3, S, S),
+                            noise=torch.zeros(self.generator.noise_channels, g.latent_frames),
+                            emit_start=start, emit_length=length)
+            for b in sizes:
+                t1 = time.perf_counter()
+                for _ in range(repeats):
+                    self.generator.run([job] * b)
+                if compiled:
+                    log.info("warm-up: batch %d, span %d+%d ready in %.1f s", b, start, length,
+                             time.perf_counter() - t1)
+        log.info("worker warm-up: %d batches in %.0f ms", len(spans) * len(sizes) * repeats,
+                 (time.perf_counter() - t0) * 1000)
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
@@ -111,6 +142,14 @@ class GenerationWorker:
 
     def _run(self) -> None:
         torch.set_grad_enabled(False)
+        try:
+            if self._warmup_spans is not None:
+                self.warmup(spans=self._warmup_spans)
+        except BaseException as exc:  # noqa: BLE001 - handed to start()
+            self._start_error = exc
+            return
+        finally:
+            self._ready.set()
         while not self._stop.is_set():
             batch = self._take_batch()
             if not batch:

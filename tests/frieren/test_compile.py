@@ -1,13 +1,16 @@
 """torch.compile of the streaming generator (frieren.compile): same audio as eager, bad modes
-refused, a failing compiler falls back to eager with one warning. Most tests use torch.compile's
-"eager" backend (dynamo's tracing and guards, no C compiler); one runs the real inductor backend
-on one part."""
+refused, a failing compiler falls back to eager with one warning, the engine's warm-up compiles
+every batch size for the sessions' span. Most tests use torch.compile's "eager" backend (dynamo's
+tracing and guards, no C compiler); one runs the real inductor backend on one part."""
 from __future__ import annotations
 
 import dataclasses
 import logging
 import shutil
+import time
+from fractions import Fraction
 
+import numpy as np
 import pytest
 import torch
 
@@ -15,7 +18,7 @@ from frieren.compile import (COMPILE_MODES, CompiledStages, GuardedCompiled, bat
                              check_compile_mode)
 from frieren.config import VocoderConfig, get_preset
 from frieren.stack import FrierenStack
-from frieren.streaming import StreamingGenerator, WindowJob
+from frieren.streaming import BatchAudio, StreamingGenerator, WindowJob
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +60,15 @@ def test_bad_mode_is_a_value_error_naming_the_choices(stack):
         StreamingGenerator(stack, compile="fast")
     with pytest.raises(ValueError, match="max-autotune"):
         check_compile_mode("O3")
+    from stream.engine import Engine
+    with pytest.raises(ValueError, match="unknown compile mode"):
+        Engine(stack, compile="bogus")
     assert all(check_compile_mode(m) == m for m in COMPILE_MODES) and check_compile_mode(None) is None
+
+
+def test_cli_choices_match_the_library():
+    from stream.cli import COMPILE_MODES as CLI_MODES
+    assert CLI_MODES == COMPILE_MODES
 
 
 def test_batch_buckets():
@@ -134,6 +145,61 @@ def test_input_errors_propagate_and_keep_the_compiled_path():
     ok = GuardedCompiled("vae_decode", eager=lambda x: x + 1, compiled=lambda x: torch.ones(1) * x, mode="default",
                          clone_outputs=True)
     assert torch.equal(ok(torch.tensor([2.0])), torch.tensor([2.0])) and ok.active
+
+
+# ---------------------------------------------------------------------- engine warm-up
+def test_warmup_compiles_every_batch_size_with_the_sessions_span(stack):
+    from stream.engine import Engine, emit_span
+    from stream.session import SessionConfig
+
+    gen = StreamingGenerator(stack, compile="default", compile_backend="eager")
+    seen = []
+
+    def run(jobs):   # records instead of computing
+        seen.append((len(jobs), jobs[0].emit_start, jobs[0].emit_length))
+        return BatchAudio(audio=[torch.zeros(j.emit_length) for j in jobs])
+    gen.run = run
+    g = stack.preset.geometry
+    cfg = SessionConfig(hop_samples=2 * g.samples_per_frame, crossfade_samples=256)
+    engine = Engine(generator=gen, max_batch=3)
+    engine.start(cfg)
+    engine.stop()
+    span = emit_span(g, cfg)
+    assert span == (g.window_samples - 2 * g.samples_per_frame - 256, 2 * g.samples_per_frame + 256)
+    assert sorted(set(seen)) == [(1, *span), (2, *span), (4, *span)]
+    assert len(seen) == 3 * 3          # each size at least 3 times (compile, CUDA graph warm-up, record)
+
+
+@pytest.mark.parametrize("lookahead, crossfade", [(0, 256), (1, 256), (0, 0)])
+def test_emit_span_is_what_sessions_submit(stack, lookahead, crossfade):
+    from stream.engine import Engine, emit_span
+    from stream.messages import Frame
+    from stream.session import SessionConfig
+    from stream.sources.base import Source
+
+    g = stack.preset.geometry
+    S = stack.preset.cavp.image_size
+    tb = Fraction(g.samples_per_frame, g.sample_rate)
+    rgb = np.zeros((S, S, 3), np.uint8)
+    frames = [Frame(pts=j, time_base=tb, rgb=rgb, capture_ns=time.monotonic_ns())
+              for j in range(g.frames_per_window + 2)]
+
+    class ListSource(Source):
+        realtime = False
+
+        def iter_frames(self, stop=None):
+            yield from frames
+
+    gen = StreamingGenerator(stack)
+    seen = set()
+    real_run = gen.run
+    gen.run = lambda jobs: (seen.update((j.emit_start, j.emit_length) for j in jobs), real_run(jobs))[1]
+    cfg = SessionConfig(hop_samples=g.samples_per_frame, lookahead_frames=lookahead, crossfade_samples=crossfade)
+    engine = Engine(generator=gen, warmup=False)
+    h = engine.add_session(ListSource("list"), [], cfg)
+    assert h.done.wait(60)
+    engine.stop()
+    assert seen == {emit_span(g, cfg)}
 
 
 def test_channels_last_frames_reuse_the_compiled_code(stack):

@@ -46,6 +46,8 @@ def _wav_ok(path: Path):
     (["--source", "synthetic", "--mux", "x.mp4"], "--mux needs"),
     (["--lookahead-frames", "x"], "invalid int value"),
     (["bench", "--nope"], "unrecognized arguments"),
+    (["--compile", "bogus"], "argument --compile: invalid choice: 'bogus'"),
+    (["bench", "--compile", "O3"], "argument --compile: invalid choice: 'O3'"),
 ])
 def test_bad_flags_one_line_exit_2(argv, needle, capsys):
     from stream.cli import main
