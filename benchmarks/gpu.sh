@@ -13,9 +13,16 @@
 #   3. stream_bench.json  `frieren-stream bench` through the whole engine, 256 ms hop: RTF per
 #                      stage, glass-to-ear latency, and concurrent real-time sessions (ramp 1,2,4..)
 #   4. frieren_bench_fp32.json / frieren_bench_bf16.json  `frieren bench --preset frieren-16k`
+#   5. tick_compile_reduce-overhead.json / tick_compile_default.json  the tick of step 2 in bf16 with
+#                      torch.compile (StreamingGenerator(compile=MODE), as `frieren-stream --compile`;
+#                      reduce-overhead = CUDA graphs) at batch 1, 4, 16, 64; first_call_s per row is
+#                      the compile cost; the ladder stops early when the next batch would not fit
 #   gpu_log.txt        everything printed
 # Env: PRESET (frieren-16k-1step), DEVICE (cuda), PYTHON (python3), BUDGET_S (450), QUICK=1
-# (tiny CPU dry run of the script's logic: PRESET=tiny DEVICE=cpu QUICK=1 bash benchmarks/gpu.sh).
+# (tiny CPU dry run of the script's logic: PRESET=tiny DEVICE=cpu QUICK=1 bash benchmarks/gpu.sh);
+# COMPILE_MODES ("reduce-overhead default"; "" skips step 5), COMPILE_BATCHES, COMPILE_TIMEOUT_S (150
+# per mode), COMPILE_BACKEND (inductor; QUICK: aot_eager, which checks the wiring, not the compiler);
+# SKIP: step names not to run, e.g. SKIP="stream_bench frieren_bench_fp32 frieren_bench_bf16".
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -27,6 +34,7 @@ STAGE_PRESET="${STAGE_PRESET:-frieren-16k}"
 DEVICE="${DEVICE:-cuda}"
 BUDGET_S="${BUDGET_S:-450}"
 QUICK="${QUICK:-0}"
+COMPILE_TIMEOUT_S="${COMPILE_TIMEOUT_S:-150}"
 export PYTHONUNBUFFERED=1
 START=$(date +%s)
 LOG="$OUT/gpu_log.txt"
@@ -38,6 +46,7 @@ left() { echo $(( BUDGET_S - ($(date +%s) - START) )); }
 # step NAME TIMEOUT_S CMD...: run with a timeout, never abort the script on failure.
 step() {
   local name="$1" t="$2"; shift 2
+  if [[ " ${SKIP-} " == *" $name "* ]]; then log "SKIP $name: in \$SKIP"; return 0; fi
   local l; l=$(left)
   if (( l < 20 )); then log "SKIP $name: time budget spent"; FAILED+=("$name(skipped)"); return 0; fi
   (( t > l )) && t=$l
@@ -92,68 +101,47 @@ if [[ " ${FAILED[*]-} " == *" env "* ]]; then
 fi
 
 # ------------------------------------------------------------------ 2. per-tick latency and capacity
-if [[ "$QUICK" == 1 ]]; then BATCHES="1 2"; REPS=2; else BATCHES="1 2 4 8 16 32 64"; REPS=10; fi
-step tick 150 "$PY" - "$OUT/tick.json" "$PRESET" "$DEVICE" "$BATCHES" "$REPS" <<'EOF'
-import json, statistics, sys, time
+# TICK_PY OUT PRESET DEVICE "BATCHES" REPS CONFIGS BACKEND SECONDS: frieren.bench.run_tick_benchmark for
+# each config (fp32, bf16, or DTYPE+MODE for torch.compile, e.g. bf16+reduce-overhead), stopping
+# before a batch that would not finish within SECONDS; the JSON is rewritten after every row.
+TICK_PY=$(cat <<'EOF'
+import json, logging, sys, time
 import torch
+from frieren.bench import run_tick_benchmark
 from frieren.bundles import load_model
-from frieren.streaming import StreamingGenerator, WindowJob
 
-out, preset, device, batches, reps = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4].split(), int(sys.argv[5])
+out, preset, device, batches, reps, configs, backend, seconds = sys.argv[1:9]
+logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+deadline = time.monotonic() + float(seconds)
 torch.backends.cudnn.benchmark = True
 stack, _ = load_model(preset=preset, random_init=True, device=device)
 g = stack.preset.geometry
-hop = 4096 if g.sample_rate == 16000 else int(0.256 * g.sample_rate) // g.samples_per_latent * g.samples_per_latent
-hop_s = hop / g.sample_rate
-xf = 256
-report = {"preset": preset, "device": device, "hop_ms": hop_s * 1000, "window_s": g.window_samples / g.sample_rate,
+report = {"preset": preset, "device": device, "window_s": g.window_samples / g.sample_rate,
           "frames_per_window": g.frames_per_window, "results": {}}
+if device.startswith("cuda") and torch.cuda.is_available():
+    report["gpu"] = torch.cuda.get_device_name()
 
-def sync():
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-for dtype in (None, "bf16") if device.startswith("cuda") else (None,):
-    name = dtype or "fp32"
-    gen = StreamingGenerator(stack, device=device, dtype=dtype)
-    S, C, L = gen.image_size, gen.noise_channels, g.latent_frames
-    rows, capacity = [], 0
-    for b in map(int, batches):
-        jobs = [WindowJob(frames=torch.rand(g.frames_per_window, 3, S, S), noise=torch.randn(C, L),
-                          emit_start=g.window_samples - hop - xf, emit_length=hop + xf) for _ in range(b)]
-        try:
-            for _ in range(2):
-                gen.run(jobs)
-            times, stages = [], []
-            for _ in range(reps):
-                sync(); t0 = time.perf_counter()
-                r = gen.run(jobs)
-                sync(); times.append(time.perf_counter() - t0)
-                stages.append(r.stage_s)
-        except torch.cuda.OutOfMemoryError as exc:
-            rows.append({"batch": b, "error": "out of memory"})
-            print(f"{name} batch {b}: out of memory", flush=True)
-            torch.cuda.empty_cache()
-            break
-        med = statistics.median(times)
-        row = {"batch": b, "tick_ms_p50": med * 1000, "tick_ms_max": max(times) * 1000,
-               "per_window_ms": med * 1000 / b, "realtime": med < hop_s,
-               "stage_ms_p50": {k: statistics.median(s[k] for s in stages) * 1000 for k in stages[0]}}
-        if device.startswith("cuda"):
-            row["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
-        rows.append(row)
-        print(f"{name} batch {b:3d}: tick p50 {med*1000:8.2f} ms  max {max(times)*1000:8.2f} ms  "
-              f"per window {med*1000/b:7.2f} ms  {'REAL TIME' if med < hop_s else 'too slow'}", flush=True)
-        if med < hop_s:
-            capacity = b
-        else:
-            break
-    report["results"][name] = {"rows": rows, "one_stream_tick_ms": rows[0].get("tick_ms_p50") if rows else None,
-                               "max_realtime_batch": capacity}
+def keep(res, name):
+    report["hop_ms"] = res["hop_ms"]
+    report["results"][name] = res
     json.dump(report, open(out, "w"), indent=2)
-print(json.dumps({k: {"one_stream_tick_ms": v["one_stream_tick_ms"], "max_realtime_batch": v["max_realtime_batch"]}
-                  for k, v in report["results"].items()}))
+
+for name in configs.split(","):
+    dtype, _, mode = name.partition("+")
+    res = run_tick_benchmark(stack, device=device, batches=[int(b) for b in batches.split()], repeats=int(reps),
+                             dtype=None if dtype == "fp32" else dtype, compile=mode or None,
+                             compile_backend=None if backend in ("", "inductor") else backend,
+                             deadline=deadline, on_row=lambda r, name=name: keep(r, name))
+    keep(res, name)
+print(json.dumps({k: {"one_stream_tick_ms": v["one_stream_tick_ms"], "max_realtime_batch": v["max_realtime_batch"],
+                      "stopped_by": v["stopped_by"]} for k, v in report["results"].items()}))
 EOF
+)
+if [[ "$QUICK" == 1 ]]; then BATCHES="1 2"; REPS=2; else BATCHES="1 2 4 8 16 32 64"; REPS=10; fi
+if [[ "$DEVICE" == cuda* ]]; then TICK_CONFIGS="fp32,bf16"; else TICK_CONFIGS="fp32"; fi
+T=$(left); (( T > 150 )) && T=150
+step tick "$T" "$PY" -c "$TICK_PY" "$OUT/tick.json" "$PRESET" "$DEVICE" "$BATCHES" "$REPS" "$TICK_CONFIGS" "" \
+  $(( T > 30 ? T - 10 : T ))
 
 # ------------------------------------------------------------------ 3. the whole engine, 256 ms hop
 if [[ "$QUICK" == 1 ]]; then
@@ -182,6 +170,21 @@ json.dump(d, open(out, "w"), indent=2)
 print(report.as_text())
 EOF
 fi
+
+# ------------------------------------------------------------------ 5. torch.compile'd tick
+# The tick of step 2 with torch.compile (bf16 on CUDA), one process and one JSON per mode;
+# first_call_s per row is the compile cost at that batch size. Last, so steps 2-4 keep their budget.
+if [[ "$QUICK" == 1 ]]; then
+  CBATCHES="${COMPILE_BATCHES:-1}"; CBACKEND="${COMPILE_BACKEND:-aot_eager}"  # the script's logic, not inductor
+else
+  CBATCHES="${COMPILE_BATCHES:-1 4 16 64}"; CBACKEND="${COMPILE_BACKEND:-inductor}"
+fi
+if [[ "$DEVICE" == cuda* ]]; then CDTYPE=bf16; else CDTYPE=fp32; fi
+for mode in ${COMPILE_MODES-reduce-overhead default}; do
+  T=$(left); (( T > COMPILE_TIMEOUT_S )) && T=$COMPILE_TIMEOUT_S
+  step "tick_compile_$mode" "$T" "$PY" -c "$TICK_PY" "$OUT/tick_compile_$mode.json" "$PRESET" "$DEVICE" \
+    "$CBATCHES" "$REPS" "$CDTYPE+$mode" "$CBACKEND" $(( T > 30 ? T - 15 : T ))
+done
 
 log "done in $(( $(date +%s) - START ))s; failed: ${FAILED[*]-none}"
 ls -la "$OUT" | tee -a "$LOG" >&2

@@ -1,4 +1,5 @@
-"""Per-stage timing of one model window (``frieren bench``).
+"""Per-stage timing of one model window (``frieren bench``), and the streaming tick at
+growing batch sizes (:func:`run_tick_benchmark`, used by ``benchmarks/gpu.sh``).
 
 Times are medians over ``repeats`` calls after one warm-up call; on CUDA each call is
 synchronised. These are benchmarks (numbers to read and compare as ratios within one
@@ -6,12 +7,15 @@ run), never pass/fail tests.
 """
 from __future__ import annotations
 
+import logging
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Sequence
 
 import torch
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -87,3 +91,97 @@ def run_stage_benchmark(bundle: Optional[str] = None, *, preset: Optional[str] =
     }
     return StageReport(preset=p.name, device=str(device), threads=torch.get_num_threads(),
                        window_s=g.window_samples / g.sample_rate, stages_s=stages)
+
+
+def run_tick_benchmark(stack, *, device: str = "cpu", batches: Sequence[int] = (1, 2, 4, 8, 16, 32, 64),
+                       repeats: int = 10, dtype: Optional[str] = None, compile: Optional[str] = None,
+                       compile_backend: Optional[str] = None, hop_ms: float = 256.0, crossfade_samples: int = 256,
+                       deadline: Optional[float] = None,
+                       on_row: Optional[Callable[[dict], None]] = None) -> Dict[str, Any]:
+    """One streaming tick: ``StreamingGenerator.run`` over ``b`` windows that each emit one hop
+    (plus the crossfade lead), at each batch size ``b`` in ``batches`` (increasing).
+
+    Per row: tick p50 / max over ``repeats`` timed calls (after warm-up), per-window time, the
+    stage medians, and ``first_call_s`` (the first call alone: with ``compile`` it includes
+    compiling for that batch size). The ladder stops at the first batch slower than the hop,
+    at CUDA out-of-memory, or before a batch that would not finish by ``deadline`` (a
+    ``time.monotonic()`` instant; estimated from the previous row). ``on_row(result)`` is
+    called after every row with the result so far (to save partial results).
+    Returns {"dtype", "compile", "compile_backend", "hop_ms", "rows", "one_stream_tick_ms",
+    "max_realtime_batch", "stopped_by", "compiled_parts", "compile_failures"}.
+    """
+    from frieren.streaming import StreamingGenerator, WindowJob
+
+    g = stack.preset.geometry
+    cuda = torch.device(device).type == "cuda"
+    spl = g.samples_per_latent
+    hop = max(spl, int(hop_ms / 1000 * g.sample_rate) // spl * spl)
+    hop_s = hop / g.sample_rate
+    gen = StreamingGenerator(stack, device=device, dtype=dtype, compile=compile, compile_backend=compile_backend)
+    S, C, L = gen.image_size, gen.noise_channels, g.latent_frames
+    res: Dict[str, Any] = {"dtype": dtype or "fp32", "compile": compile,
+                           "compile_backend": (compile_backend or "inductor") if compile else None,
+                           "hop_ms": hop_s * 1000, "rows": [], "one_stream_tick_ms": None,
+                           "max_realtime_batch": 0, "stopped_by": "batches"}
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize()
+
+    def timed(jobs) -> tuple:
+        sync()
+        t0 = time.perf_counter()
+        r = gen.run(jobs)
+        sync()
+        return time.perf_counter() - t0, r
+
+    last_cost = 0.0
+    for b in batches:
+        if deadline is not None and time.monotonic() + 1.5 * last_cost > deadline:
+            res["stopped_by"] = "deadline"
+            break
+        t_row = time.monotonic()
+        jobs = [WindowJob(frames=torch.rand(g.frames_per_window, 3, S, S), noise=torch.randn(C, L),
+                          emit_start=g.window_samples - hop - crossfade_samples,
+                          emit_length=hop + crossfade_samples) for _ in range(int(b))]
+        try:
+            first, _ = timed(jobs)
+            for _ in range(2):   # more warm-up (CUDA graphs record on a later call)
+                gen.run(jobs)
+            runs = [timed(jobs) for _ in range(repeats)]
+        except torch.cuda.OutOfMemoryError:
+            res["rows"].append({"batch": int(b), "error": "out of memory"})
+            res["stopped_by"] = "out of memory"
+            log.warning("tick benchmark: batch %d out of memory", b)
+            torch.cuda.empty_cache()
+            break
+        times = [t for t, _ in runs]
+        med = statistics.median(times)
+        row = {"batch": int(b), "padded_batch": gen.padded_batch(int(b)), "first_call_s": first,
+               "tick_ms_p50": med * 1000, "tick_ms_max": max(times) * 1000, "per_window_ms": med * 1000 / b,
+               "realtime": med < hop_s,
+               "stage_ms_p50": {k: statistics.median(r.stage_s[k] for _, r in runs) * 1000
+                                for k in runs[0][1].stage_s}}
+        if cuda:
+            row["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        res["rows"].append(row)
+        last_cost = time.monotonic() - t_row
+        if res["one_stream_tick_ms"] is None:
+            res["one_stream_tick_ms"] = row["tick_ms_p50"]
+        log.info("tick %s%s batch %3d: p50 %8.2f ms  max %8.2f ms  per window %7.2f ms  first call %.1f s  %s",
+                 res["dtype"], f" compile={compile}" if compile else "", b, med * 1000, max(times) * 1000,
+                 med * 1000 / b, first, "REAL TIME" if med < hop_s else "too slow")
+        if med < hop_s:
+            res["max_realtime_batch"] = int(b)
+        if compile:
+            res["compiled_parts"] = list(gen.stages.compiled_parts)
+            res["compile_failures"] = gen.stages.failures
+        if on_row is not None:
+            on_row(res)
+        if med >= hop_s:
+            res["stopped_by"] = "slower than the hop"
+            break
+    if compile:
+        res["compiled_parts"] = list(gen.stages.compiled_parts)
+        res["compile_failures"] = gen.stages.failures
+    return res
