@@ -6,7 +6,11 @@
   objectives as ``nn.Module`` wrappers around the shared networks;
 * :mod:`frieren.training.cavp_audio` — the small mel encoder CAVP training needs;
 * :mod:`frieren.training.loop` — the trainer (AdamW, warm-up, EMA, checkpoint/resume, JSONL);
-* :mod:`frieren.training.ddp` — torchrun / DDP support.
+* :mod:`frieren.training.ddp` — torchrun / DDP support;
+* :mod:`frieren.training.hparams` — the recipe's per-stage hyper-parameters and defaults;
+* :mod:`frieren.training.run` — the ``--run-dir`` context: data, caches, finished stages;
+* :mod:`frieren.training.stages` — the stage functions (vae, cavp, cfm, reflow-data, reflow, distill);
+* :mod:`frieren.training.bundle` — the bundle export and its provenance record.
 
-The stage orchestration and CLI live in :mod:`frieren.train_cli`.
+The CLI (argument parsing and dispatch) lives in :mod:`frieren.train_cli`.
 """

@@ -1,0 +1,146 @@
+"""The shared state of one training ``--run-dir``: data, caches and the finished stages' outputs."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from frieren.training.hparams import STAGES, StageHParams
+
+log = logging.getLogger("frieren.train")
+
+
+class Run:
+    """The data, caches and stage outputs of one ``--run-dir``."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        from frieren.config import get_preset
+        from frieren.training.ddp import setup
+
+        self.args = args
+        self.dir = Path(args.run_dir)
+        self.preset = get_preset(args.preset)
+        self.ctx = setup(args.device)
+        self.progress = not args.no_progress
+        self._clips = None
+        self._windows = None
+        self._latents = None
+
+    # -- data ---------------------------------------------------------------------------
+    def source_description(self) -> dict:
+        a = self.args
+        if a.data_dir:
+            return {"kind": "folder", "data_dir": str(Path(a.data_dir).resolve()), "csv": a.csv,
+                    "csv_split": a.csv_split, "preset": self.preset.name}
+        return {"kind": "synthetic", "clips": a.synthetic, "seed0": a.synthetic_seed,
+                "clip_seconds": a.clip_seconds, "preset": self.preset.name}
+
+    def clips(self):
+        if self._clips is None:
+            from frieren.training.data import (build_clip_cache, csv_source, folder_source,
+                                               load_clip_cache, synthetic_source)
+            from frieren.training.ddp import barrier
+            a = self.args
+            cache = self.dir / "cache"
+            cache.mkdir(parents=True, exist_ok=True)
+            meta = cache / "source.json"
+            desc = self.source_description()
+            if meta.is_file() and json.loads(meta.read_text()) != desc:
+                raise SystemExit(f"{cache} was built from another data source ({meta.read_text().strip()}); "
+                                 f"use another --run-dir or delete {cache}")
+            meta.write_text(json.dumps(desc))
+            if a.data_dir:
+                items = (csv_source(a.data_dir, a.csv, self.preset, a.csv_split) if a.csv
+                         else folder_source(a.data_dir, self.preset))
+            else:
+                from frieren.synth import SceneConfig
+                scene = SceneConfig(duration_s=a.clip_seconds, sample_rate=self.preset.geometry.sample_rate)
+                items = synthetic_source(a.synthetic, a.synthetic_seed, self.preset, scene)
+            if self.ctx.is_main:
+                paths = build_clip_cache(items, cache, self.preset, progress=self.progress)
+            barrier(self.ctx)
+            if not self.ctx.is_main:
+                paths = build_clip_cache(items, cache, self.preset, progress=False)
+            self._clips = load_clip_cache(paths)
+        return self._clips
+
+    def windows(self):
+        if self._windows is None:
+            from frieren.training.data import WindowData, window_index
+            g = self.preset.geometry
+            clips = self.clips()
+            self._windows = WindowData(clips, window_index(clips, g.frames_per_window, self.args.window_stride),
+                                       g.frames_per_window, g.latents_per_frame * g.mel_per_latent)
+            log.info("%d clips, %d training windows", len(clips), len(self._windows.windows))
+        return self._windows
+
+    # -- stage outputs ------------------------------------------------------------------
+    def stage_dir(self, stage: str) -> Path:
+        return self.dir / stage.replace("-", "_")
+
+    def final(self, stage: str) -> dict:
+        from frieren.training.loop import load_final
+        fin = load_final(self.stage_dir(stage))
+        if fin is None:
+            raise SystemExit(f"stage {stage!r} has not finished in {self.dir}; run `frieren train {stage}` first")
+        return fin
+
+    def trained_vae(self):
+        from frieren.models.vae import MelVAE
+        vae = MelVAE(self.preset.vae)
+        vae.load_state_dict(sub_state(self.final("vae")["state"], "vae."))
+        scale = json.loads((self.stage_dir("vae") / "scale.json").read_text())["scale_factor"]
+        return vae.eval(), float(scale)
+
+    def trained_cavp(self):
+        from frieren.models.cavp import CAVPVideoEncoder
+        cavp = CAVPVideoEncoder(self.preset.cavp)
+        cavp.load_state_dict(sub_state(self.final("cavp")["state"], "video."))
+        return cavp.eval()
+
+    def latents(self):
+        if self._latents is None:
+            from frieren.training.data import build_latent_cache, state_fingerprint
+            vae, scale = self.trained_vae()
+            cavp = self.trained_cavp()
+            fp = state_fingerprint(vae.state_dict(), cavp.state_dict()) + f"-{scale:.6g}"
+            w = self.windows()
+            if self.ctx.is_main:
+                build_latent_cache(w.clips, w.windows, cavp, vae, self.preset, self.dir / "cache", scale, fp,
+                                   progress=self.progress)
+            from frieren.training.ddp import barrier
+            barrier(self.ctx)
+            self._latents = build_latent_cache(w.clips, w.windows, cavp, vae, self.preset, self.dir / "cache",
+                                               scale, fp, progress=False)
+        return self._latents
+
+    def flow_modules(self, init_from: Optional[str]):
+        """Estimator + condition encoder, from scratch (seeded) or from a finished stage.
+
+        Both are restored (FRIEREN_SPEC §10.1 fix: the condition encoder is *not* re-initialised)."""
+        from frieren.models.cond import CondEncoder
+        from frieren.models.estimator import ChannelConcatDiT
+        torch.manual_seed(self.args.seed + 3)
+        est, cond = ChannelConcatDiT(self.preset.estimator), CondEncoder(self.preset.cond)
+        if init_from is not None:
+            state = self.final(init_from)["state"]
+            est.load_state_dict(sub_state(state, "estimator."))
+            cond.load_state_dict(sub_state(state, "cond."))
+        return est, cond
+
+    def train_config(self, stage: str, hp: StageHParams):
+        from frieren.training.loop import TrainConfig
+        a = self.args
+        return TrainConfig(steps=hp.steps, batch_size=hp.batch_size, lr=hp.lr, warmup_steps=hp.warmup,
+                           grad_clip=hp.grad_clip, ema_decay=hp.ema, final_lr_factor=hp.final_lr_factor, seed=a.seed + STAGES.index(stage) * 101,
+                           ckpt_every=max(50, min(500, hp.steps // 5)), log_every=10,
+                           max_seconds=a.max_minutes * 60 if a.max_minutes else None)
+
+
+def sub_state(state: dict, prefix: str) -> dict:
+    """The entries of ``state`` under ``prefix``, with the prefix stripped."""
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}

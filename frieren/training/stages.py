@@ -1,0 +1,219 @@
+"""The training stages of the recipe: VAE, CAVP, base CFM, teacher pairs, reflow and distillation.
+
+Each stage writes ``<run-dir>/<stage>/{ckpt.pt,final.pt,log.jsonl}`` through the generic
+:class:`frieren.training.loop.Trainer`, resumes an interrupted run and skips a finished one.
+Every flow stage starts from the previous stage's estimator *and* condition encoder
+(FRIEREN_SPEC §10.1 fix, see :meth:`frieren.training.run.Run.flow_modules`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from typing import Optional
+
+import torch
+
+from frieren.training.hparams import StageHParams
+from frieren.training.run import Run, sub_state
+
+log = logging.getLogger("frieren.train")
+
+
+def _idx(gen: torch.Generator, n: int, b: int) -> torch.Tensor:
+    return torch.randint(0, n, (b,), generator=gen)
+
+
+def _finished(run: Run, stage: str, steps: Optional[int] = None) -> Optional[dict]:
+    from frieren.training.loop import load_final
+    fin = load_final(run.stage_dir(stage))
+    if fin is not None and not run.args.no_resume:
+        done = fin["result"].get("steps")
+        if steps is not None and done is not None and done != steps and not fin.get("stopped_early"):
+            # A run dir of another recipe: skipping would silently reuse its weights.
+            raise SystemExit(f"stage {stage} in {run.dir} finished with {done} steps but {steps} were "
+                             f"requested; use another --run-dir (copy the stages to keep) or pass --no-resume")
+        log.info("stage %s already finished (%s); skipping", stage, fin["result"])
+        return fin["result"]
+    return None
+
+
+def _train(run: Run, stage: str, objective, batches, hp: StageHParams) -> dict:
+    from frieren.training.loop import Trainer
+    dev = run.ctx.device
+    trainer = Trainer(stage, objective, lambda step, gen: _to(batches(step, gen), dev), run.stage_dir(stage),
+                      run.train_config(stage, hp), run.ctx, progress=run.progress)
+    return dataclasses.asdict(trainer.run(resume=not run.args.no_resume))
+
+
+def _to(batch, dev):
+    if isinstance(batch, dict):
+        return {k: v.to(dev) for k, v in batch.items()}
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(v.to(dev) for v in batch)
+    return batch.to(dev)
+
+
+def stage_vae(run: Run, hp: StageHParams) -> dict:
+    from frieren.models.vae import MelVAE
+    from frieren.training.data import latent_scale
+    from frieren.training.objectives import VAEObjective
+
+    done = _finished(run, "vae", hp.steps)
+    w = run.windows()
+    if done is None:
+        torch.manual_seed(run.args.seed + 1)
+        obj = VAEObjective(MelVAE(run.preset.vae), kl_weight=1e-6, recon="l1")
+        b = run.ctx.shard(hp.batch_size)
+        n = len(w.windows)
+        done = _train(run, "vae", obj, lambda step, gen: w.mel(_idx(gen, n, b)), hp)
+    scale_path = run.stage_dir("vae") / "scale.json"
+    if not scale_path.is_file() and run.ctx.is_main:
+        # scale_by_std (MAA2) measured on up to 1024 windows: the tiny VAE's latents are not
+        # at the scale the official 0.18215 assumes.
+        from frieren.models.vae import MelVAE as _V
+        vae = _V(run.preset.vae)
+        vae.load_state_dict(sub_state(run.final("vae")["state"], "vae."))
+        vae.eval()
+        g = torch.Generator().manual_seed(run.args.seed)
+        idx = torch.randperm(len(w.windows), generator=g)[:1024]
+        with torch.no_grad():
+            posts = [vae.encode(w.mel(idx[a:a + 128])) for a in range(0, len(idx), 128)]
+        mean = torch.cat([p.mean for p in posts])
+        std = torch.cat([p.std for p in posts])
+        scale = latent_scale(mean, std)
+        scale_path.write_text(json.dumps({"scale_factor": scale, "windows": int(len(idx))}))
+        log.info("VAE latent scale factor %.5f (1/std)", scale)
+    from frieren.training.ddp import barrier
+    barrier(run.ctx)
+    return done
+
+
+def stage_cavp(run: Run, hp: StageHParams) -> dict:
+    from frieren.models.cavp import CAVPVideoEncoder
+    from frieren.training.cavp_audio import MelAudioEncoder
+    from frieren.training.objectives import CAVPObjective
+
+    done = _finished(run, "cavp", hp.steps)
+    if done is not None:
+        return done
+    w = run.windows()
+    torch.manual_seed(run.args.seed + 2)
+    p = run.preset
+    obj = CAVPObjective(CAVPVideoEncoder(p.cavp),
+                        MelAudioEncoder(p.mel.n_mels, p.cavp.embed_dim, w.mel_per_frame),
+                        segments=8, event_weight=getattr(run.args, "cavp_event_weight", 0.0),
+                        event_slots=getattr(run.args, "cavp_event_slots", 1),
+                        event_flux_bands=getattr(run.args, "cavp_event_flux_bands", 0))
+    b = run.ctx.shard(hp.batch_size)
+    n = len(w.windows)
+
+    def batches(step, gen):
+        idx = _idx(gen, n, b)
+        return w.frames(idx), w.mel(idx)
+    return _train(run, "cavp", obj, batches, hp)
+
+
+def stage_cfm(run: Run, hp: StageHParams) -> dict:
+    from frieren.training.objectives import CFMObjective
+
+    done = _finished(run, "cfm", hp.steps)
+    if done is not None:
+        return done
+    lat = run.latents()
+    est, cond = run.flow_modules(None)
+    obj = CFMObjective(est, cond, drop_prob=0.2, weight_floor=run.args.weight_floor)
+    b = run.ctx.shard(hp.batch_size)
+    n = len(lat)
+
+    def batches(step, gen):
+        idx = _idx(gen, n, b)
+        return {"feats": lat.window_feats(idx), "x1": lat.latents(idx, gen)}
+    return _train(run, "cfm", obj, batches, hp)
+
+
+def stage_reflow_data(run: Run) -> dict:
+    """Teacher pairs in chunks ``reflow_data/pairs_NNNN.pt`` (resumable; ranks share chunks)."""
+    from frieren.training.data import state_fingerprint
+    from frieren.training.ddp import barrier
+    from frieren.training.loop import step_generator
+    from frieren.training.objectives import generate_reflow_pairs
+
+    a = run.args
+    out = run.stage_dir("reflow-data")
+    out.mkdir(parents=True, exist_ok=True)
+    lat = run.latents()
+    est, cond = run.flow_modules("cfm")
+    est.eval().to(run.ctx.device)
+    cond.eval().to(run.ctx.device)
+    fp = state_fingerprint(est.state_dict(), cond.state_dict())
+    settings = {"teacher": fp, "pairs": a.reflow_pairs, "steps": a.teacher_steps, "cfg": a.cfg_scale,
+                "seed": a.seed, "windows": len(lat)}
+    meta = out / "meta.json"
+    if meta.is_file() and json.loads(meta.read_text()).get("settings") != settings:
+        if run.ctx.is_main:
+            for p in out.glob("pairs_*.pt"):
+                p.unlink()
+    barrier(run.ctx)
+    pick = torch.randperm(len(lat), generator=torch.Generator().manual_seed(a.seed + 21))
+    pick = pick[:min(a.reflow_pairs, len(lat))]
+    chunk = 128
+    chunks = list(range(0, len(pick), chunk))
+    t0 = time.perf_counter()
+    from tqdm import tqdm
+    for ci in tqdm(chunks, desc="reflow-data", unit="chunk", disable=not run.progress or not run.ctx.is_main):
+        if (ci // chunk) % run.ctx.world_size != run.ctx.rank:
+            continue
+        path = out / f"pairs_{ci // chunk:04d}.pt"
+        if path.is_file():
+            continue
+        idx = pick[ci:ci + chunk]
+        feats = lat.window_feats(idx).to(run.ctx.device)
+        gen = step_generator(a.seed + 21, ci // chunk)
+        x0 = torch.randn((len(idx), run.preset.estimator.in_channels, run.preset.geometry.latent_frames),
+                         generator=gen)
+        x1 = generate_reflow_pairs(est, cond, feats, x0.to(run.ctx.device), steps=a.teacher_steps,
+                                   cfg_scale=a.cfg_scale).cpu()
+        tmp = path.with_suffix(".tmp")
+        torch.save({"idx": idx, "x0": x0, "x1": x1}, tmp)
+        os.replace(tmp, path)
+    barrier(run.ctx)
+    seconds = time.perf_counter() - t0
+    summary = {"settings": settings, "seconds": round(seconds, 1)}
+    if run.ctx.is_main:
+        meta.write_text(json.dumps(summary))
+    return summary
+
+
+def load_pairs(run: Run):
+    out = run.stage_dir("reflow-data")
+    files = sorted(out.glob("pairs_*.pt"))
+    if not files:
+        raise SystemExit(f"no reflow pairs in {out}; run `frieren train reflow-data` first")
+    parts = [torch.load(f, map_location="cpu", weights_only=True) for f in files]
+    return {k: torch.cat([p[k] for p in parts]) for k in ("idx", "x0", "x1")}
+
+
+def pair_stage(run: Run, stage: str, init_from: str, hp: StageHParams) -> dict:
+    """Reflow or distillation (``stage``) on the teacher pairs, from the ``init_from`` stage's weights."""
+    from frieren.training.objectives import DistillObjective, ReflowObjective
+
+    done = _finished(run, stage, hp.steps)
+    if done is not None:
+        return done
+    lat = run.latents()
+    pairs = load_pairs(run)
+    est, cond = run.flow_modules(init_from)
+    if stage == "reflow":
+        obj = ReflowObjective(est, cond, cfg_scale=run.args.cfg_scale, weight_floor=run.args.weight_floor)
+    else:
+        obj = DistillObjective(est, cond, cfg_scale=run.args.cfg_scale)
+    b = run.ctx.shard(hp.batch_size)
+    n = len(pairs["idx"])
+
+    def batches(step, gen):
+        i = _idx(gen, n, b)
+        return {"feats": lat.window_feats(pairs["idx"][i]), "x0": pairs["x0"][i], "x1": pairs["x1"][i]}
+    return _train(run, stage, obj, batches, hp)
