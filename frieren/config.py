@@ -257,12 +257,16 @@ def _tiny() -> Preset:
     Estimator hidden size 64 (was 96): measured on the shared 2-core CPU, a B=32 CFM
     training step costs 0.20 s instead of 0.37 s, which is what lets the shipped model's
     whole recipe (CFM, reflow, distillation) fit in 45 minutes; it also halves inference.
+    VAE: 16 latent channels, width 64 (was 8 and 32). The narrow VAE was the ceiling of the
+    whole model: a ground-truth mel sent through it (encode, decode, Griffin-Lim) kept onset
+    F1 +-125 ms 0.81 and material accuracy 0.59 on held-out synthetic clips; this one keeps
+    0.85 and 0.78 (16 clips, same training steps; a Griffin-Lim of the unchanged mel: 0.89, 0.95).
     """
     geometry = WindowGeometry(frames_per_window=16, latents_per_frame=4)
     return Preset(
         name="tiny",
-        vae=VAEConfig(embed_dim=8, z_channels=8, ch=32, ch_mult=(1, 1, 2), num_res_blocks=1),
-        estimator=EstimatorConfig(in_channels=8, context_dim=128, hidden_size=64, num_heads=4,
+        vae=VAEConfig(embed_dim=16, z_channels=16, ch=64, ch_mult=(1, 1, 2), num_res_blocks=1),
+        estimator=EstimatorConfig(in_channels=16, context_dim=128, hidden_size=64, num_heads=4,
                                   depth=2, max_len=256, latents_per_frame=4),
         cond=CondConfig(origin_dim=128, embed_dim=128),
         cavp=CAVPConfig(depth=50, base_channels=8, embed_dim=128, image_size=64, chunk_frames=40),
