@@ -5,7 +5,8 @@ per (model, steps) with onset sync P/R/F1 and mean offset at ±45 and ±125 ms, 
 accuracy, Fréchet distances, mel L1 and generation time per window (see
 :mod:`frieren.eval.table` for the definitions).
 
-    frieren eval --teacher runs/bundle_cfm --reflow runs/bundle_reflow --out docs/eval
+    bash scripts/train_default.sh     # also writes runs/default_v3/bundle_cfm and bundle_reflow
+    frieren eval --clips 64 --classifier-clips 80 --out docs/eval
 
 A model whose bundle is not given (teacher, reflow) or missing is skipped; the distilled
 model defaults to the shipped bundle. Mount under the main CLI with
@@ -23,6 +24,9 @@ from typing import List, Optional
 
 log = logging.getLogger("frieren.eval")
 
+# Run folder of scripts/train_default.sh (the shipped model's recipe).
+DEFAULT_RUN = "runs/default_v3"
+
 
 def _steps(text: str) -> List[int]:
     try:
@@ -35,10 +39,11 @@ def _steps(text: str) -> List[int]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--teacher", default="runs/bundle_cfm",
-                   help="teacher (base CFM) bundle; skipped if missing (default runs/bundle_cfm); '' to skip")
-    p.add_argument("--reflow", default="runs/bundle_reflow",
-                   help="reflow bundle; skipped if missing (default runs/bundle_reflow); '' to skip")
+    p.add_argument("--teacher", default=f"{DEFAULT_RUN}/bundle_cfm",
+                   help=f"teacher (base CFM) bundle; skipped if missing (default {DEFAULT_RUN}/bundle_cfm, "
+                        "written by scripts/train_default.sh); '' to skip")
+    p.add_argument("--reflow", default=f"{DEFAULT_RUN}/bundle_reflow",
+                   help=f"reflow bundle; skipped if missing (default {DEFAULT_RUN}/bundle_reflow); '' to skip")
     p.add_argument("--distilled", default=None,
                    help="reflow+distill bundle (default: the shipped model); 'none' to skip")
     p.add_argument("--teacher-steps", type=_steps, default=[1, 2, 4, 8, 25], help="default 1,2,4,8,25")
@@ -53,7 +58,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="GT clips to train the material classifier on (seeds seed0+50000...)")
     p.add_argument("--fd", default="cavp,logmel",
                    help="FD embeddings, comma-separated: cavp (needs --cavp-checkpoint) and/or logmel")
-    p.add_argument("--cavp-checkpoint", default="runs/default/cavp/final.pt",
+    p.add_argument("--cavp-checkpoint", default=f"{DEFAULT_RUN}/cavp/final.pt",
                    help="CAVP stage checkpoint with the trained audio branch (skipped with a warning if missing)")
     p.add_argument("--no-vocoder-row", action="store_true", help="omit the 'GT mel + vocoder' reference row")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG (no matplotlib needed)")

@@ -10,7 +10,8 @@
 # CFM 15 min, pairs 2.6 min, reflow 6 min, distill 5 min; the bundle's provenance holds the
 # per-stage times and losses).
 #
-#   bash scripts/train_default.sh                 # -> frieren/assets/default
+#   bash scripts/train_default.sh                 # -> frieren/assets/default (+ $RUN_DIR/bundle_cfm, bundle_reflow)
+#   .venv/bin/frieren eval --clips 64 --classifier-clips 80 --out docs/eval    # the Table-2 style table
 #   RUN_DIR=runs/other OUT=/tmp/bundle bash scripts/train_default.sh
 #
 # Why these settings (each measured on held-out synthetic clips, see README "Measured figures"):
@@ -43,7 +44,7 @@ THREADS=${FRIEREN_TRAIN_THREADS:-1}
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 export OMP_NUM_THREADS=$THREADS
 export FRIEREN_TRAIN_SCRIPT=scripts/train_default.sh
-exec .venv/bin/python -m frieren.train_cli default \
+.venv/bin/python -m frieren.train_cli default \
     --run-dir "$RUN_DIR" --out "$OUT" --preset tiny --seed 0 --threads "$THREADS" \
     --synthetic 300 --synthetic-seed 1000 --clip-seconds 8 --window-stride 2 \
     --vae-steps 4000 --vae-batch-size 16 \
@@ -53,3 +54,8 @@ exec .venv/bin/python -m frieren.train_cli default \
     --reflow-steps 1000 --reflow-batch-size 32 \
     --distill-steps 800 --distill-batch-size 32 \
     --weight-floor 0.05 --max-minutes 40 "$@"
+# The teacher and reflow stages as bundles too, for `frieren eval` (its defaults point here).
+for stage in cfm reflow; do
+  .venv/bin/python -m frieren.train_cli bundle --run-dir "$RUN_DIR" --preset tiny --threads "$THREADS" \
+      --synthetic 300 --synthetic-seed 1000 --stage "$stage" --out "$RUN_DIR/bundle_$stage" --no-progress
+done
