@@ -60,7 +60,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="FD embeddings, comma-separated: cavp (needs --cavp-checkpoint) and/or logmel")
     p.add_argument("--cavp-checkpoint", default=f"{DEFAULT_RUN}/cavp/final.pt",
                    help="CAVP stage checkpoint with the trained audio branch (skipped with a warning if missing)")
-    p.add_argument("--no-vocoder-row", action="store_true", help="omit the 'GT mel + vocoder' reference row")
+    p.add_argument("--no-vocoder-row", action="store_true",
+                   help="omit the reference rows 'GT mel + vocoder' and 'GT mel + VAE + vocoder'")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG (no matplotlib needed)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")

@@ -24,7 +24,8 @@
 #   impact timing (linear onset probe AUC 0.59; with the head 0.92). --cavp-event-slots 4 asks
 #   when inside the 128 ms frame the sound starts (one value per 32 ms latent) and
 #   --cavp-event-flux-bands 20 what starts (the spectrum of the rise): a linear material probe
-#   at impact frames went 0.35 -> 0.46 (48 held-out clips, majority class 0.40).
+#   at impact frames went 0.34 -> 0.47 (48 held-out clips, majority class 0.40;
+#   python benchmarks/cavp_probe.py runs/default_v2/cavp/final.pt runs/default_v3/cavp/final.pt).
 # * CFM 4000 steps (loss still falling at 3400).
 # Distilled 1-step model, previous recipe -> this one (`frieren eval`, 64 held-out clips):
 # onset F1 +-125 ms 0.631 -> 0.656, +-45 ms 0.498 -> 0.526, material accuracy 0.351 -> 0.374,

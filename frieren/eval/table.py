@@ -194,15 +194,24 @@ def run_eval(cfg: EvalConfig, progress: bool = True) -> Dict[str, object]:
     gt.update(scorer.score([c.audio for c in clips], reference=True))
     rows.append(gt)
     if cfg.vocoder_row:
+        # References for the generator's ceilings: the real mel through the bundle's
+        # vocoder, and through the bundle's VAE (encode to the posterior mode, decode) first.
         st0, info0 = next(iter(stacks.values()))
         gen0 = OfflineGenerator(st0, cfg.device)
-        voc = []
+        whole = 2 * st0.preset.geometry.mel_per_latent   # mel frames the VAE round trip keeps whole
+        voc, vae_voc = [], []
         with torch.no_grad():
             for m in scorer.gt_mels:
-                voc.append(gen0._vocode_long(m[None].to(cfg.device))[0].float().clamp(-1, 1).cpu().numpy())
-        row = {"model": "GT mel + vocoder", "steps": None, "cfg_scale": None, "nfe": None, "s_per_window": None}
-        row.update(scorer.score([v[:len(c.audio)] for v, c in zip(voc, clips)]))
-        rows.append(row)
+                mel = m[None].to(cfg.device)
+                voc.append(gen0._vocode_long(mel)[0].float().clamp(-1, 1).cpu().numpy())
+                usable = mel[..., :mel.shape[-1] // whole * whole]
+                rec = st0.decode(st0.encode_mel(usable, sample=False))
+                vae_voc.append(gen0._vocode_long(rec)[0].float().clamp(-1, 1).cpu().numpy())
+        for name, audios in (("GT mel + vocoder", voc), ("GT mel + VAE + vocoder", vae_voc)):
+            row = {"model": name, "steps": None, "cfg_scale": None, "nfe": None, "s_per_window": None}
+            row.update(scorer.score([np.pad(v[:len(c.audio)], (0, max(0, len(c.audio) - len(v))))
+                                     for v, c in zip(audios, clips)]))
+            rows.append(row)
 
     bundles = {}
     for spec in cfg.models:
@@ -306,7 +315,8 @@ def to_markdown(result: Dict[str, object]) -> str:
         f"on {cfg['device']}, {cfg['torch_threads']} thread(s).",
         "FD embeddings: " + "; ".join(f"{k}: {v}" for k, v in cfg["fd_embeddings"].items()) + ".",
         "Reference rows: 'ground truth' scores the real audio (detector/classifier ceiling; FD and L1 are 0 by "
-        "definition); 'GT mel + vocoder' is the real mel through the bundle's vocoder; 'control' scores the "
+        "definition); 'GT mel + vocoder' is the real mel through the bundle's vocoder, 'GT mel + VAE + "
+        "vocoder' through its VAE first (the generator's ceiling); 'control' scores the "
         "last model's audio against the next clip's events (the sync metrics' chance level).",
     ]
     return "\n".join(lines + notes) + "\n"

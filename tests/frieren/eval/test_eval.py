@@ -120,10 +120,13 @@ def test_eval_command_writes_table_json_and_png(tmp_path):
     assert "| reflow+distill | 1 |" in md and "| reflow+distill | 2 |" in md and "ground truth" in md
     result = json.loads((out / "table.json").read_text())
     rows = {(r["model"], r["steps"]): r for r in result["rows"]}
-    assert set(rows) >= {("ground truth", None), ("GT mel + vocoder", None), ("reflow+distill", 1),
+    assert set(rows) >= {("ground truth", None), ("GT mel + vocoder", None), ("GT mel + VAE + vocoder", None),
+                         ("reflow+distill", 1),
                          ("reflow+distill", 2)}
     gt = rows[("ground truth", None)]
     assert gt["fd_logmel"] == 0.0 and gt["mel_l1"] == 0.0 and gt["f1_125ms"] > 0.8
+    # The VAE round trip can only lose what the vocoder alone keeps.
+    assert rows[("GT mel + VAE + vocoder", None)]["mel_l1"] > rows[("GT mel + vocoder", None)]["mel_l1"]
     r1 = rows[("reflow+distill", 1)]
     for key in ("precision_45ms", "recall_45ms", "f1_45ms", "f1_125ms", "material_acc", "mel_l1"):
         assert 0.0 <= r1[key] <= 1.0 or key == "mel_l1", (key, r1[key])
