@@ -96,6 +96,8 @@ def _hparams(p: argparse.ArgumentParser, stage: Optional[str]) -> None:
     p.add_argument("--batch-size", type=int, default=d.batch_size if d else None)
     p.add_argument("--lr", type=float, default=d.lr if d else None)
     p.add_argument("--warmup", type=int, default=d.warmup if d else None)
+    p.add_argument("--final-lr-factor", type=float, default=d.final_lr_factor if d else None,
+                   help="cosine LR decay after warm-up down to lr x this (1 = constant LR)")
 
 
 def _reflow_data_args(p: argparse.ArgumentParser) -> None:
@@ -130,6 +132,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for stage, d in DEFAULTS.items():
         p.add_argument(f"--{stage}-steps", type=int, default=d.steps)
         p.add_argument(f"--{stage}-batch-size", type=int, default=d.batch_size)
+        p.add_argument(f"--{stage}-final-lr-factor", type=float, default=d.final_lr_factor,
+                       help=f"{stage}: cosine LR decay down to lr x this (1 = constant)")
     p.add_argument("--out", default="frieren/assets/default", help="bundle directory")
 
 

@@ -31,17 +31,24 @@ DEFAULTS: Dict[str, StageHParams] = {
 }
 
 
+def _or(value, default):
+    return default if value is None else value
+
+
 def hp_from_args(stage: str, args) -> StageHParams:
     """The hyper-parameters of a single-stage command (``--steps/--batch-size/--lr/--warmup``)."""
     d = DEFAULTS[stage]
     return dataclasses.replace(d, steps=args.steps if args.steps is not None else d.steps,
                                batch_size=args.batch_size or d.batch_size, lr=args.lr or d.lr,
-                               warmup=args.warmup if args.warmup is not None else d.warmup)
+                               warmup=args.warmup if args.warmup is not None else d.warmup,
+                               final_lr_factor=_or(getattr(args, "final_lr_factor", None), d.final_lr_factor))
 
 
 def current_hparams(args) -> Dict[str, StageHParams]:
     """The hyper-parameters ``default`` trains with (``--<stage>-steps/--<stage>-batch-size``)."""
     if getattr(args, "train_command", None) == "default":
-        return {s: dataclasses.replace(d, steps=getattr(args, f"{s}_steps"),
-                                       batch_size=getattr(args, f"{s}_batch_size")) for s, d in DEFAULTS.items()}
+        return {s: dataclasses.replace(
+            d, steps=getattr(args, f"{s}_steps"), batch_size=getattr(args, f"{s}_batch_size"),
+            final_lr_factor=_or(getattr(args, f"{s}_final_lr_factor", None), d.final_lr_factor))
+            for s, d in DEFAULTS.items()}
     return dict(DEFAULTS)
