@@ -30,6 +30,8 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from .window import default_hop_samples
+
 log = logging.getLogger(__name__)
 
 ONSET_KINDS = ("impact", "continuous_start")
@@ -82,7 +84,7 @@ def run_single(engine, config, duration: float, seed: int, offline: bool = True,
             lat.append((time.monotonic_ns() - c.capture_ns) / 1e6)
             tick.append(sum(c.timings.get(k, 0.0) for k in ("encode_ms", "generate_ms", "vocode_ms")))
 
-    hop_ms = (config.hop_samples or g.samples_per_frame) / sr * 1000
+    hop_ms = (config.hop_samples or default_hop_samples(g)) / sr * 1000
     engine.start()
     engine.meter.reset()
     a0 = engine.audio_samples
@@ -231,7 +233,7 @@ def cmd_bench(args) -> int:
         raise UsageError("--max-sessions must be >= 0, --ramp-seconds and --ramp-fps > 0")
     engine = load_engine(args)
     config = session_config(args, engine)
-    hop = config.hop_samples or engine.geometry.samples_per_frame
+    hop = config.hop_samples or default_hop_samples(engine.geometry)
     report: Dict[str, Any] = {
         "preset": engine.preset_name, "device": str(args.device), "dtype": args.dtype, "compile": args.compile,
         "threads": torch.get_num_threads(), "random_weights": bool(args.random_init),

@@ -61,7 +61,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 def add_stream_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("streaming")
     g.add_argument("--hop-ms", type=float,
-                   help="hop between windows in ms, a multiple of one latent frame (default: one visual frame)")
+                   help="hop between windows in ms, a multiple of one latent frame (default: one visual frame, at least 128 ms)")
     g.add_argument("--lookahead-frames", type=int, default=0, help="visual frames of look-ahead (default 0)")
     g.add_argument("--crossfade-ms", type=float, default=16.0, help="equal-power overlap between hops (default 16)")
     g.add_argument("--seed", type=int, default=0, help="noise tape / random-init / synthetic scene seed")

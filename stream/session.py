@@ -32,7 +32,8 @@ _ids = itertools.count(1)
 
 @dataclass(frozen=True)
 class SessionConfig:
-    """hop_samples None: one visual frame period. crossfade_samples: equal-power overlap."""
+    """hop_samples None: ``window.default_hop_samples`` (one visual frame, at least 128 ms).
+    crossfade_samples: equal-power overlap."""
     hop_samples: Optional[int] = None
     lookahead_frames: int = 0
     crossfade_samples: int = 256

@@ -20,7 +20,11 @@ whatever the source's own frame rate.
 Hops and the emitted span (DESIGN §3.2)
 ---------------------------------------
 Windows advance by ``hop_samples = H`` (a multiple of one latent frame,
-``samples_per_latent``, from one latent up to the whole window). The stream's
+``samples_per_latent``, from one latent up to the whole window). The default
+(:func:`default_hop_samples`) is one visual frame period, or the smallest
+multiple of it that is at least ``MIN_DEFAULT_HOP_S`` (128 ms): a model with
+short frames (the ``tiny`` preset, 64 ms) would otherwise tick faster than a
+CPU can generate a window. The stream's
 origin ``O`` is the first frame's sample. Window ``k`` emits audio
 ``[O + k*H, O + k*H + H)``: the newest hop of the window shifted back by
 ``lookahead_frames * P`` samples, i.e. the window starts at
@@ -130,6 +134,20 @@ class Window:
         return tuple(self.start_sample + j * p for j in range(self.geometry.frames_per_window))
 
 
+MIN_DEFAULT_HOP_S = 0.128
+
+
+def default_hop_samples(geometry: WindowGeometry) -> int:
+    """The hop used when none is given: whole visual frames, at least ``MIN_DEFAULT_HOP_S``.
+
+    One frame period when that is long enough (``frieren-16k``: 256 ms), else the fewest
+    whole frames reaching 128 ms (``tiny``: 2 x 64 ms), never more than the window.
+    """
+    p = geometry.samples_per_frame
+    frames = max(1, math.ceil(MIN_DEFAULT_HOP_S * geometry.sample_rate / p - 1e-9))
+    return min(frames * p, geometry.window_samples)
+
+
 class FrameWindow:
     """Ring buffer of recent frames that yields the due model windows (see module doc).
 
@@ -139,7 +157,7 @@ class FrameWindow:
     def __init__(self, geometry: WindowGeometry, hop_samples: Optional[int] = None,
                  lookahead_frames: int = 0, capacity: Optional[int] = None) -> None:
         g = geometry
-        hop = g.samples_per_frame if hop_samples is None else int(hop_samples)
+        hop = default_hop_samples(g) if hop_samples is None else int(hop_samples)
         spl = g.samples_per_latent
         if hop <= 0 or hop % spl != 0:
             raise ValueError(

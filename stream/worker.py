@@ -21,6 +21,8 @@ import torch
 from frieren.compile import batch_buckets
 from frieren.streaming import StreamingGenerator, WindowJob
 
+from .window import default_hop_samples
+
 if TYPE_CHECKING:  # pragma: no cover
     from .session import Session
     from .window import Window
@@ -75,14 +77,15 @@ class GenerationWorker:
         """Run dummy windows so the first real tick pays no one-off costs.
 
         spans: (emit_start, emit_length) of the windows sessions will submit (default: the
-        window's last visual frame). Eager: one window per span. Compiled generator
+        window's newest default hop). Eager: one window per span. Compiled generator
         (``compile_mode``): every padded batch size up to ``max_batch`` for every span, at
         least 3 calls each (compile, then CUDA graph warm-up and recording), so no session
         waits for the compiler.
         """
         g = self.generator.geometry
         S = self.generator.image_size
-        spans = list(spans) or [(g.window_samples - g.samples_per_frame, g.samples_per_frame)]
+        hop = default_hop_samples(g)
+        spans = list(spans) or [(g.window_samples - hop, hop)]
         compiled = getattr(self.generator, "compile_mode", None) is not None
         sizes = batch_buckets(self.max_batch) if compiled else (1,)
         repeats = max(repeats, 3) if compiled else repeats

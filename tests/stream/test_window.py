@@ -6,9 +6,11 @@ import pytest
 
 from frieren.config import WindowGeometry, get_preset
 from stream.messages import Frame
-from stream.window import FrameWindow
+from stream.window import MIN_DEFAULT_HOP_S, FrameWindow, default_hop_samples
 
-TINY = get_preset("tiny").geometry          # 16 frames x 2048 samples @ 16 kHz
+# A fixed small geometry (the FrameWindow logic, not a preset, is under test): 16 frames of
+# 2048 samples @ 16 kHz, so the default hop is one frame (128 ms).
+SMALL = WindowGeometry(frames_per_window=16, latents_per_frame=4)
 OFFICIAL = WindowGeometry()                  # 32 frames x 4096 samples
 IMG = np.zeros((2, 2, 3), np.uint8)
 
@@ -30,7 +32,7 @@ def nearest_earlier(times, tau):
     return max(earlier) if earlier else min(times)
 
 
-@pytest.mark.parametrize("geometry", [TINY, OFFICIAL], ids=["tiny", "official"])
+@pytest.mark.parametrize("geometry", [SMALL, OFFICIAL], ids=["small", "official"])
 @pytest.mark.parametrize("tb,step,count", [
     (Fraction(1, 30), 1, 200),               # 30 fps
     (Fraction(1, 30000), 1001, 200),         # 29.97 fps
@@ -59,9 +61,9 @@ def test_frames_sampled_on_audio_clock(geometry, tb, step, count):
 
 
 def test_startup_padding_repeats_first_frame():
-    fw = FrameWindow(TINY)  # hop = one frame period, lookahead 0
+    fw = FrameWindow(SMALL)  # hop = one frame period, lookahead 0
     tb = Fraction(1, 16000)  # one pts per sample: frames exactly on the audio grid
-    P, N = TINY.samples_per_frame, TINY.frames_per_window
+    P, N = SMALL.samples_per_frame, SMALL.frames_per_window
     windows = feed(fw, [1000 + k * P for k in range(N + 3)], tb)
     assert len(windows) == N + 3
     for k, w in enumerate(windows):
@@ -76,24 +78,24 @@ def test_startup_padding_repeats_first_frame():
 
 
 def test_emitted_spans_are_contiguous_and_start_at_newest_frame():
-    fw = FrameWindow(TINY)
+    fw = FrameWindow(SMALL)
     tb = Fraction(1, 16000)
-    P = TINY.samples_per_frame
+    P = SMALL.samples_per_frame
     windows = feed(fw, [k * P for k in range(40)], tb)
     for k, w in enumerate(windows):
         assert w.emit_start == k * P and w.emit_samples == P
-        assert w.emit_end == TINY.window_samples + w.start_sample  # newest hop = window end
+        assert w.emit_end == SMALL.window_samples + w.start_sample  # newest hop = window end
         assert w.emit_start == fw.frame_sample(w.frames[-1])       # starts at the newest frame
-        assert w.emit_mel_span == (TINY.mel_frames - P // TINY.hop_length, TINY.mel_frames)
+        assert w.emit_mel_span == (SMALL.mel_frames - P // SMALL.hop_length, SMALL.mel_frames)
         assert w.capture_ns == w.frames[-1].capture_ns
 
 
 @pytest.mark.parametrize("lookahead", [1, 2, 3])
 def test_lookahead_shifts_emitted_span_back(lookahead):
     tb = Fraction(1, 16000)
-    P, W = TINY.samples_per_frame, TINY.window_samples
-    base = feed(FrameWindow(TINY), [k * P for k in range(30)], tb)
-    fw = FrameWindow(TINY, lookahead_frames=lookahead)
+    P, W = SMALL.samples_per_frame, SMALL.window_samples
+    base = feed(FrameWindow(SMALL), [k * P for k in range(30)], tb)
+    fw = FrameWindow(SMALL, lookahead_frames=lookahead)
     ahead = feed(fw, [k * P for k in range(30)], tb)
     # same emitted timeline (contiguous from the first frame), fewer windows due yet
     assert [w.emit_start for w in ahead] == [k * P for k in range(len(ahead))]
@@ -103,16 +105,16 @@ def test_lookahead_shifts_emitted_span_back(lookahead):
         assert w.emit_end == w.end_sample - lookahead * P
         # the model has seen `lookahead` frames after the emitted span's own frame
         assert fw.frame_sample(w.frames[-1]) == w.emit_start + lookahead * P
-        hop_mels = P // TINY.hop_length
-        assert w.emit_mel_span == (TINY.mel_frames - (lookahead + 1) * hop_mels, TINY.mel_frames - lookahead * hop_mels)
+        hop_mels = P // SMALL.hop_length
+        assert w.emit_mel_span == (SMALL.mel_frames - (lookahead + 1) * hop_mels, SMALL.mel_frames - lookahead * hop_mels)
     # the emitted audio for a given instant comes `lookahead` frames later than without look-ahead
     for k, w in enumerate(ahead):
         assert w.frames[-1].pts == base[k + lookahead].frames[-1].pts
 
 
 def test_hop_of_one_latent_and_latent_indices():
-    L, P = TINY.samples_per_latent, TINY.samples_per_frame
-    fw = FrameWindow(TINY, hop_samples=L)
+    L, P = SMALL.samples_per_latent, SMALL.samples_per_frame
+    fw = FrameWindow(SMALL, hop_samples=L)
     tb = Fraction(1, 30)
     windows = feed(fw, list(range(120)), tb)
     assert len(windows) > 20
@@ -124,38 +126,38 @@ def test_hop_of_one_latent_and_latent_indices():
         s = b.start_sample
         assert a.latent_start + (s - a.start_sample) // L == b.latent_start + (s - b.start_sample) // L
     assert windows[0].latent_start == 0
-    assert windows[0].emit_latent_span == (TINY.latent_frames - 1, TINY.latent_frames)
+    assert windows[0].emit_latent_span == (SMALL.latent_frames - 1, SMALL.latent_frames)
 
 
 def test_hop_equal_window_tiles_exactly():
-    W = TINY.window_samples
-    fw = FrameWindow(TINY, hop_samples=W)
+    W = SMALL.window_samples
+    fw = FrameWindow(SMALL, hop_samples=W)
     windows = feed(fw, list(range(0, 30 * 10)), Fraction(1, 30))  # 10 s
     assert len(windows) >= 4
     for k, w in enumerate(windows):
         assert w.start_sample == w.emit_start == k * W and w.emit_samples == W
-        assert w.num_padded == 0 and w.emit_mel_span == (0, TINY.mel_frames)
+        assert w.num_padded == 0 and w.emit_mel_span == (0, SMALL.mel_frames)
 
 
 def test_hop_validation_messages():
-    L = TINY.samples_per_latent
+    L = SMALL.samples_per_latent
     with pytest.raises(ValueError, match=r"multiple of one latent frame \(samples_per_latent=512"):
-        FrameWindow(TINY, hop_samples=L + 1)
+        FrameWindow(SMALL, hop_samples=L + 1)
     with pytest.raises(ValueError, match="positive multiple"):
-        FrameWindow(TINY, hop_samples=0)
+        FrameWindow(SMALL, hop_samples=0)
     with pytest.raises(ValueError, match="exceeds the window"):
-        FrameWindow(TINY, hop_samples=TINY.window_samples + L)
+        FrameWindow(SMALL, hop_samples=SMALL.window_samples + L)
     with pytest.raises(ValueError, match="lookahead_frames=16"):
-        FrameWindow(TINY, lookahead_frames=16)
+        FrameWindow(SMALL, lookahead_frames=16)
     with pytest.raises(ValueError, match=">= 0"):
-        FrameWindow(TINY, lookahead_frames=-1)
-    FrameWindow(TINY, hop_samples=3 * L)  # multiples that do not divide a frame are fine
-    FrameWindow(TINY, lookahead_frames=15)
+        FrameWindow(SMALL, lookahead_frames=-1)
+    FrameWindow(SMALL, hop_samples=3 * L)  # multiples that do not divide a frame are fine
+    FrameWindow(SMALL, lookahead_frames=15)
 
 
 def test_newest_wins_skips_and_counts():
-    P = TINY.samples_per_frame
-    fw = FrameWindow(TINY)
+    P = SMALL.samples_per_frame
+    fw = FrameWindow(SMALL)
     tb = Fraction(1, 16000)
     fw.push(frame(0, tb))
     assert len(fw.due_windows()) == 1
@@ -168,8 +170,8 @@ def test_newest_wins_skips_and_counts():
 
 
 def test_clock_driven_windows_hold_last_frame():
-    P = TINY.samples_per_frame
-    fw = FrameWindow(TINY)
+    P = SMALL.samples_per_frame
+    fw = FrameWindow(SMALL)
     tb = Fraction(1, 16000)
     fw.push(frame(0, tb))
     fw.push(frame(P, tb))
@@ -182,7 +184,7 @@ def test_clock_driven_windows_hold_last_frame():
 
 
 def test_out_of_order_and_duplicate_frames():
-    fw = FrameWindow(TINY)
+    fw = FrameWindow(SMALL)
     tb = Fraction(1, 30)
     assert fw.push(frame(5, tb))
     assert not fw.push(frame(4, tb))
@@ -208,8 +210,8 @@ def test_memory_stays_bounded():
 def test_capture_ns_extrapolates_to_emit_start():
     # hop of one latent (P = 4 L): a frame at t makes the hops up to t + P due (its own
     # frame period, A = 0), and each hop's capture_ns is the frame's plus the sample offset.
-    L, P = TINY.samples_per_latent, TINY.samples_per_frame
-    fw = FrameWindow(TINY, hop_samples=L)
+    L, P = SMALL.samples_per_latent, SMALL.samples_per_frame
+    fw = FrameWindow(SMALL, hop_samples=L)
     tb = Fraction(1, 16000)
     fw.push(Frame(pts=0, time_base=tb, rgb=IMG, capture_ns=5_000_000_000))
     ws = fw.due_windows()
@@ -227,9 +229,25 @@ def test_capture_ns_extrapolates_to_emit_start():
 
 
 def test_reset_restarts_grid():
-    fw = FrameWindow(TINY)
+    fw = FrameWindow(SMALL)
     feed(fw, range(10), Fraction(1, 30))
     fw.reset()
     assert len(fw) == 0 and fw.num_due() == 0
     w = feed(fw, [1000], Fraction(1, 30))
     assert w[0].emit_start == 1000 * 16000 // 30 and w[0].index == 0
+
+
+@pytest.mark.parametrize("name", ["tiny", "frieren-16k", "frieren-16k-1step"])
+def test_default_hop_is_whole_frames_of_at_least_128_ms(name):
+    g = get_preset(name).geometry
+    hop = default_hop_samples(g)
+    assert hop % g.samples_per_frame == 0 and hop <= g.window_samples
+    assert hop >= MIN_DEFAULT_HOP_S * g.sample_rate or hop == g.window_samples
+    # the fewest whole frames: one frame less would be shorter than the minimum
+    assert hop == g.samples_per_frame or (hop - g.samples_per_frame) < MIN_DEFAULT_HOP_S * g.sample_rate
+    assert FrameWindow(g).hop_samples == hop
+
+
+def test_default_hop_of_short_frames_spans_several():
+    g = WindowGeometry(frames_per_window=64, latents_per_frame=1)   # 32 ms frames
+    assert default_hop_samples(g) == 4 * g.samples_per_frame

@@ -15,7 +15,11 @@ P = get_preset("tiny")
 G = P.geometry
 
 
-def _items(calls, lengths=(20, 9)):
+# one clip 4 frames longer than a window, one shorter than a window (padded)
+LONG, SHORT = G.frames_per_window + 4, G.frames_per_window // 2 + 1
+
+
+def _items(calls, lengths=(LONG, SHORT)):
     def make(i, n):
         def load():
             calls.append(i)
@@ -32,7 +36,7 @@ def test_clip_cache_aligns_and_resumes(tmp_path):
     paths = build_clip_cache(_items(calls), tmp_path, P, progress=False)
     clips = load_clip_cache(paths)
     m = G.latents_per_frame * G.mel_per_latent
-    assert [c.num_frames for c in clips] == [20, G.frames_per_window]  # the 9-frame clip is padded
+    assert [c.num_frames for c in clips] == [LONG, G.frames_per_window]  # the short clip is padded
     assert all(c.mel.shape == (80, c.num_frames * m) for c in clips)
     assert calls == [0, 1]
     build_clip_cache(_items(calls), tmp_path, P, progress=False)
