@@ -1,0 +1,56 @@
+"""benchmarks/cavp_probe.py: linear probes on CAVP features and on the raw-pixel baseline."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from frieren.config import get_preset
+from frieren.models.cavp import CAVPVideoEncoder
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _probe_module():
+    spec = importlib.util.spec_from_file_location("cavp_probe", ROOT / "benchmarks" / "cavp_probe.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_probe_reads_a_stage_checkpoint_and_the_raw_baseline(tmp_path):
+    torch.set_num_threads(1)
+    preset = get_preset("tiny")
+    torch.manual_seed(0)
+    enc = CAVPVideoEncoder(preset.cavp)
+    ck = tmp_path / "final.pt"
+    torch.save({"state": {f"video.{k}": v for k, v in enc.state_dict().items()}}, ck)
+    out = tmp_path / "probe.json"
+    mod = _probe_module()
+    assert mod.main([str(ck), "--raw-baseline", "--clips", "4", "--train-clips", "2", "--seconds", "3",
+                     "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert [r["features"] for r in rows] == [str(ck), "raw pixels"]
+    for r in rows:
+        assert 0.0 <= r["material_acc"] <= 1.0 and 0.0 < r["material_majority"] <= 1.0
+        assert r["test_impacts"] > 0 and (np.isnan(r["onset_auc"]) or 0.0 <= r["onset_auc"] <= 1.0)
+    # the features really are the checkpoint's encoder
+    frames = torch.rand(preset.geometry.frames_per_window, 3, preset.cavp.image_size, preset.cavp.image_size)
+    with torch.no_grad():
+        np.testing.assert_allclose(mod.cavp_features(str(ck), preset)(frames), enc.eval()(frames[None])[0].numpy(),
+                                   rtol=1e-5, atol=1e-6)
+    assert mod.raw_pixel_features(frames).shape == (frames.shape[0], 6 * 8 * 8)
+
+
+def test_unreadable_checkpoint_names_the_problem(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    try:
+        _probe_module().cavp_features(str(bad), get_preset("tiny"))
+    except SystemExit as exc:
+        assert "cannot read CAVP stage checkpoint" in str(exc) and "final.pt" in str(exc)
+    else:
+        raise AssertionError("no error for an unreadable checkpoint")
