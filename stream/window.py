@@ -23,8 +23,8 @@ Windows advance by ``hop_samples = H`` (a multiple of one latent frame,
 ``samples_per_latent``, from one latent up to the whole window). The default
 (:func:`default_hop_samples`) is one visual frame period, or the smallest
 multiple of it that is at least ``MIN_DEFAULT_HOP_S`` (128 ms): a model with
-short frames (the ``tiny`` preset, 64 ms) would otherwise tick faster than a
-CPU can generate a window. The stream's
+shorter frames (64 ms were tried for ``tiny``) would otherwise tick faster than
+a CPU can generate a window. The stream's
 origin ``O`` is the first frame's sample. Window ``k`` emits audio
 ``[O + k*H, O + k*H + H)``: the newest hop of the window shifted back by
 ``lookahead_frames * P`` samples, i.e. the window starts at
@@ -140,8 +140,8 @@ MIN_DEFAULT_HOP_S = 0.128
 def default_hop_samples(geometry: WindowGeometry) -> int:
     """The hop used when none is given: whole visual frames, at least ``MIN_DEFAULT_HOP_S``.
 
-    One frame period when that is long enough (``frieren-16k``: 256 ms), else the fewest
-    whole frames reaching 128 ms (``tiny``: 2 x 64 ms), never more than the window.
+    One frame period when that is long enough (``frieren-16k``: 256 ms, ``tiny``: 128 ms),
+    else the fewest whole frames reaching 128 ms (64 ms frames: 2), never more than the window.
     """
     p = geometry.samples_per_frame
     frames = max(1, math.ceil(MIN_DEFAULT_HOP_S * geometry.sample_rate / p - 1e-9))

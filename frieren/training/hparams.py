@@ -38,9 +38,9 @@ def _or(value, default):
 def hp_from_args(stage: str, args) -> StageHParams:
     """The hyper-parameters of a single-stage command (``--steps/--batch-size/--lr/--warmup``)."""
     d = DEFAULTS[stage]
-    return dataclasses.replace(d, steps=args.steps if args.steps is not None else d.steps,
+    return dataclasses.replace(d, steps=_or(args.steps, d.steps),
                                batch_size=args.batch_size or d.batch_size, lr=args.lr or d.lr,
-                               warmup=args.warmup if args.warmup is not None else d.warmup,
+                               warmup=_or(args.warmup, d.warmup),
                                final_lr_factor=_or(getattr(args, "final_lr_factor", None), d.final_lr_factor))
 
 
