@@ -140,6 +140,14 @@ class CAVPConfig:
     embed_dim: int = 512
     image_size: int = 224
     chunk_frames: int = 40  # the reference extractor's clip length ("Don't change it")
+    # Per stage (layer1..layer4): 1 makes conv1 of every block a (3,1,1) temporal conv.
+    # The official SlowOnly inflates only layer3 and layer4 (checkpoint shapes depend on it).
+    inflate: Tuple[int, int, int, int] = (0, 0, 1, 1)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "inflate", tuple(int(bool(v)) for v in self.inflate))
+        if len(self.inflate) != 4:
+            raise ValueError(f"CAVPConfig.inflate needs one flag per stage (4), got {self.inflate}")
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,7 @@ _STAGE_BLOCKS: Dict[int, Tuple[int, ...]] = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3
 _EXPANSION = 4
 _SPATIAL_STRIDES = (1, 2, 2, 2)
 _INFLATE = (0, 0, 1, 1)  # per stage; a 1 inflates conv1 of every block of that stage to (3,1,1)
+# (the official layout; CAVPConfig.inflate may differ for presets trained here)
 
 # State-dict prefixes that belong to the video branch; everything else in a CAVP checkpoint
 # (spec_encoder.*, logit_scale) is ignored.
@@ -111,8 +112,11 @@ class Bottleneck3d(nn.Module):
 class ResNet3dSlowOnly(nn.Module):
     """SlowOnly 3D ResNet backbone; input (B, 3, T, H, W), output (B, feat_dim, T, 1, 1)."""
 
-    def __init__(self, depth: int = 50, base_channels: int = 64, in_channels: int = 3):
+    def __init__(self, depth: int = 50, base_channels: int = 64, in_channels: int = 3,
+                 inflate: Tuple[int, ...] = _INFLATE):
         super().__init__()
+        if len(inflate) != len(_SPATIAL_STRIDES):
+            raise ValueError(f"ResNet3dSlowOnly: inflate needs one flag per stage, got {tuple(inflate)}")
         if depth not in _STAGE_BLOCKS:
             raise ValueError(f"ResNet3dSlowOnly: depth must be one of {sorted(_STAGE_BLOCKS)}, got {depth}")
         self.depth = depth
@@ -126,9 +130,9 @@ class ResNet3dSlowOnly(nn.Module):
             downsample = None
             if stride != 1 or inplanes != planes * _EXPANSION:
                 downsample = ConvModule(inplanes, planes * _EXPANSION, 1, stride=(1, stride, stride), act=False)
-            blocks = [Bottleneck3d(inplanes, planes, stride, bool(_INFLATE[i]), downsample)]
+            blocks = [Bottleneck3d(inplanes, planes, stride, bool(inflate[i]), downsample)]
             inplanes = planes * _EXPANSION
-            blocks += [Bottleneck3d(inplanes, planes, 1, bool(_INFLATE[i])) for _ in range(1, n_blocks)]
+            blocks += [Bottleneck3d(inplanes, planes, 1, bool(inflate[i])) for _ in range(1, n_blocks)]
             self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
         self.feat_dim = inplanes
         # AdaptiveAvgPool2d((1,1)) on the 5-D map: averages H, W per frame (no parameters).
@@ -184,7 +188,8 @@ class CAVPVideoEncoder(nn.Module):
     def __init__(self, cfg: CAVPConfig = CAVPConfig()):
         super().__init__()
         self.cfg = cfg
-        self.video_encoder = ResNet3dSlowOnly(depth=cfg.depth, base_channels=cfg.base_channels)
+        self.video_encoder = ResNet3dSlowOnly(depth=cfg.depth, base_channels=cfg.base_channels,
+                                              inflate=cfg.inflate)
         self.feat_dim = self.video_encoder.feat_dim
         self.video_project_head = nn.Linear(self.feat_dim, cfg.embed_dim)
         self.eval()

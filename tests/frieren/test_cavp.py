@@ -149,3 +149,28 @@ def test_full_manifest_video_branch(manifest, reduced):
     # The loader keeps exactly the video branch of the full checkpoint key set.
     all_keys = {("module." + t["key"]): None for t in manifest["tensors"]}
     assert set(select_video_branch(all_keys)) == set(ref)
+
+
+def test_inflate_flags_set_the_temporal_reach():
+    """``CAVPConfig.inflate`` turns conv1 of a stage's blocks into (3,1,1) temporal convs: a
+    frame's feature then depends on more neighbours (one per inflated block each side)."""
+    torch.manual_seed(0)
+    official = CAVPVideoEncoder(CAVPConfig(base_channels=4, embed_dim=8, image_size=32))
+    every = CAVPVideoEncoder(CAVPConfig(base_channels=4, embed_dim=8, image_size=32, inflate=(1, 1, 1, 1)))
+    assert official.video_encoder.layer1[0].conv1.conv.kernel_size == (1, 1, 1)
+    assert every.video_encoder.layer1[0].conv1.conv.kernel_size == (3, 1, 1)
+
+    def reach(enc):  # frames whose feature changes when frame 0 changes
+        enc = enc.double()  # the influence fades fast: compare exact zeros in float64
+        video = torch.rand(1, 24, 3, 32, 32, dtype=torch.float64)
+        bumped = video.clone()
+        bumped[:, 0] += 0.5
+        with torch.no_grad():
+            diff = (enc(video) - enc(bumped)).abs().amax(-1)[0]
+        return int((diff > 0).sum())
+
+    assert reach(official) == 1 + 9   # layer3's 6 and layer4's 3 inflated blocks
+    # + layer1's 3 and layer2's 4 blocks: at most 1 + 16 (ReLUs of random weights may cut it short)
+    assert 1 + 9 < reach(every) <= 1 + 16
+    with pytest.raises(ValueError, match="one flag per stage"):
+        CAVPConfig(inflate=(1, 1))
