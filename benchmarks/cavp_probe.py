@@ -69,7 +69,12 @@ def cavp_features(checkpoint: str, preset) -> Callable[[torch.Tensor], np.ndarra
                          "(expected a 'frieren train cavp' final.pt)")
     video = {k[len("video."):]: v for k, v in state.items() if k.startswith("video.")}
     enc = CAVPVideoEncoder(preset.cavp)
-    enc.load_state_dict(video)
+    try:
+        enc.load_state_dict(video)
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()[1].strip() if "\n" in str(error) else str(error)
+        raise SystemExit(f"CAVP checkpoint {checkpoint} does not fit the preset's CAVP {preset.cavp} "
+                         f"({first}); probe it with the preset it was trained with (--preset)")
     enc.eval()
     return lambda frames: enc(frames[None])[0].numpy()
 

@@ -54,3 +54,18 @@ def test_unreadable_checkpoint_names_the_problem(tmp_path):
         assert "cannot read CAVP stage checkpoint" in str(exc) and "final.pt" in str(exc)
     else:
         raise AssertionError("no error for an unreadable checkpoint")
+
+
+def test_checkpoint_of_another_cavp_layout_names_the_preset(tmp_path):
+    import dataclasses
+
+    preset = get_preset("tiny")
+    other = dataclasses.replace(preset.cavp, inflate=(1, 1, 1, 1))
+    ck = tmp_path / "final.pt"
+    torch.save({"state": {f"video.{k}": v for k, v in CAVPVideoEncoder(other).state_dict().items()}}, ck)
+    try:
+        _probe_module().cavp_features(str(ck), preset)
+    except SystemExit as exc:
+        assert "does not fit the preset's CAVP" in str(exc) and "--preset" in str(exc)
+    else:
+        raise AssertionError("no error for a checkpoint of another CAVP layout")
