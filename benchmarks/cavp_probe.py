@@ -72,7 +72,8 @@ def cavp_features(checkpoint: str, preset) -> Callable[[torch.Tensor], np.ndarra
     try:
         enc.load_state_dict(video)
     except RuntimeError as error:
-        first = str(error).strip().splitlines()[1].strip() if "\n" in str(error) else str(error)
+        lines = str(error).strip().splitlines()  # torch: a header line, then one line per tensor
+        first = lines[min(1, len(lines) - 1)].strip()
         raise SystemExit(f"CAVP checkpoint {checkpoint} does not fit the preset's CAVP {preset.cavp} "
                          f"({first}); probe it with the preset it was trained with (--preset)")
     enc.eval()
