@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "ClipItem", "ClipData", "synthetic_source", "folder_source", "csv_source", "build_clip_cache",
-    "load_clip_cache", "window_index", "WindowData", "LatentCache", "build_latent_cache",
+    "load_clip_cache", "frame_materials", "window_index", "WindowData", "LatentCache", "build_latent_cache",
     "audio_clock_indices",
 ]
 
@@ -52,7 +52,9 @@ VIDEO_EXTENSIONS = (".mp4", ".webm", ".mov", ".mkv", ".avi")
 @dataclass(frozen=True)
 class ClipItem:
     """One clip to cache: ``load()`` -> (frames uint8 (N, 3, S, S) on the audio clock,
-    mono audio float32 (num_samples,) at the preset's rate)."""
+    mono audio float32 (num_samples,) at the preset's rate), or a third element: per visual
+    frame the struck material's class index, int64 (N,), -1 where nothing strikes (synthetic
+    clips only; real videos have no such labels)."""
     key: str
     load: Callable[[], Tuple[np.ndarray, np.ndarray]]
 
@@ -63,6 +65,7 @@ class ClipData:
     key: str
     frames: Tensor
     mel: Tensor
+    frame_material: Optional[Tensor] = None     # int64 (N,), -1 = no impact; synthetic only
 
     @property
     def num_frames(self) -> int:
@@ -86,18 +89,36 @@ def _preprocess_uint8(rgb: np.ndarray, size: int) -> np.ndarray:
     return np.rint(x * 255.0).astype(np.uint8)
 
 
-def _fit_length(frames: np.ndarray, audio: np.ndarray, preset: Preset, min_frames: int) -> Tuple[np.ndarray, np.ndarray]:
+def _fit_length(frames: np.ndarray, audio: np.ndarray, preset: Preset, min_frames: int,
+                labels: Optional[np.ndarray] = None):
     """Keep whole visual frames only; pad clips shorter than ``min_frames`` (last frame
-    repeated, audio zero-padded) so that every clip holds at least one window."""
+    repeated, audio zero-padded, labels -1) so that every clip holds at least one window.
+    Returns (frames, audio, labels or None)."""
     g = preset.geometry
     n = min(frames.shape[0], audio.shape[0] // g.samples_per_frame)
     if n <= 0:
         raise ValueError("clip has no complete visual frame of audio")
     frames, audio = frames[:n], audio[:n * g.samples_per_frame]
+    if labels is not None:
+        labels = np.concatenate([labels[:n], np.full(max(0, n - len(labels)), -1, np.int64)])
     if n < min_frames:
         frames = np.concatenate([frames, np.repeat(frames[-1:], min_frames - n, 0)])
         audio = np.concatenate([audio, np.zeros((min_frames - n) * g.samples_per_frame, np.float32)])
-    return frames, audio
+        if labels is not None:
+            labels = np.concatenate([labels, np.full(min_frames - n, -1, np.int64)])
+    return frames, audio, labels
+
+
+def frame_materials(events, materials: Sequence[str], num_frames: int, frame_period_s: float) -> np.ndarray:
+    """Per visual frame (covering [i * period, (i + 1) * period)) the index in ``materials``
+    of the strongest impact's material, -1 without an impact. -> int64 (num_frames,)."""
+    labels = np.full(num_frames, -1, np.int64)
+    best = np.zeros(num_frames)
+    for e in events:
+        i = int(math.floor(e.time_s / frame_period_s + 1e-9))
+        if e.kind == "impact" and e.material in materials and 0 <= i < num_frames and e.strength > best[i]:
+            labels[i], best[i] = materials.index(e.material), e.strength
+    return labels
 
 
 # --------------------------------------------------------------------------------------
@@ -120,7 +141,8 @@ def synthetic_source(num_clips: int, seed0: int, preset: Preset, scene=None) -> 
             n = clip.audio.shape[0] // g.samples_per_frame
             idx = audio_clock_indices(n, g.frame_period_s, clip.fps, clip.frames.shape[0])
             frames = np.stack([_preprocess_uint8(clip.frames[i], size) for i in idx])
-            return frames, clip.audio.astype(np.float32)
+            labels = frame_materials(clip.events, list(scene.materials), n, g.frame_period_s)
+            return frames, clip.audio.astype(np.float32), labels
         return load
 
     return [ClipItem(f"synth_{seed0 + i:06d}", loader(seed0 + i)) for i in range(num_clips)]
@@ -225,8 +247,9 @@ def build_clip_cache(items: Sequence[ClipItem], cache_dir: os.PathLike, preset: 
             paths.append(path)
             continue
         try:
-            frames, audio = item.load()
-            frames, audio = _fit_length(frames, audio, preset, g.frames_per_window)
+            loaded = item.load()
+            frames, audio, labels = _fit_length(*loaded[:2], preset, g.frames_per_window,
+                                                loaded[2] if len(loaded) > 2 else None)
         except Exception as error:  # noqa: BLE001 - a bad user file must not stop the run
             log.warning("skipping %s: %s", item.key, error)
             skipped.append(item.key)
@@ -234,8 +257,11 @@ def build_clip_cache(items: Sequence[ClipItem], cache_dir: os.PathLike, preset: 
         with torch.no_grad():
             mel = mel_fe(torch.from_numpy(np.ascontiguousarray(audio))[None])[0]
         assert mel.shape[1] == frames.shape[0] * m, f"{item.key}: mel {tuple(mel.shape)} vs {frames.shape[0]} frames"
-        _atomic_torch_save({"key": item.key, "frames": torch.from_numpy(np.ascontiguousarray(frames)),
-                            "mel": mel.float().contiguous()}, path)
+        entry = {"key": item.key, "frames": torch.from_numpy(np.ascontiguousarray(frames)),
+                 "mel": mel.float().contiguous()}
+        if labels is not None:
+            entry["frame_material"] = torch.from_numpy(labels)
+        _atomic_torch_save(entry, path)
         paths.append(path)
     if skipped:
         log.warning("%d clips could not be read: %s", len(skipped), ", ".join(skipped[:10]))
@@ -248,7 +274,7 @@ def load_clip_cache(paths: Sequence[Path]) -> List[ClipData]:
     clips = []
     for p in paths:
         d = torch.load(p, map_location="cpu", weights_only=True)
-        clips.append(ClipData(d["key"], d["frames"], d["mel"]))
+        clips.append(ClipData(d["key"], d["frames"], d["mel"], d.get("frame_material")))
     return clips
 
 
@@ -282,6 +308,14 @@ class WindowData:
         """(B, F, 3, S, S) float frames in [0, 1]."""
         f = self.frames_per_window
         return torch.stack([self.clips[int(c)].frames[int(s):int(s) + f] for c, s in self.windows[idx]]).float() / 255.0
+
+    def has_frame_material(self) -> bool:
+        return all(c.frame_material is not None for c in self.clips)
+
+    def frame_material(self, idx: Tensor) -> Tensor:
+        """(B, F) int64 struck-material class per frame, -1 = no impact (synthetic clips)."""
+        f = self.frames_per_window
+        return torch.stack([self.clips[int(c)].frame_material[int(s):int(s) + f] for c, s in self.windows[idx]])
 
 
 # --------------------------------------------------------------------------------------

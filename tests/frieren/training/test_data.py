@@ -61,3 +61,40 @@ def test_clip_cache_aligns_and_resumes(tmp_path):
     with torch.no_grad():
         direct = vae.encode(wd.mel(torch.tensor([2]))).mean
     assert torch.allclose(direct[0], lat.mean[2], atol=1e-5)
+
+
+def test_frame_material_labels_follow_the_strongest_impact_of_each_frame():
+    from frieren.synth.config import Event
+    from frieren.training.data import frame_materials
+
+    period = G.frame_period_s
+
+    def hit(t, material, strength, kind="impact"):
+        return Event(time_s=t, sample=0, kind=kind, source="floor", material=material, strength=strength,
+                     speed=1.0, position=(0.0, 0.0), object_id=0)
+    events = [hit(0.5 * period, "wood", 0.2), hit(0.6 * period, "glass", 0.9),       # frame 0: glass wins
+              hit(2.0 * period, "metal", 0.5),                                       # frame 2 starts here
+              hit(3.5 * period, "fan", 1.0, kind="continuous_start"),                # not an impact
+              hit(9.0 * period, "wood", 1.0)]                                        # past the clip
+    labels = frame_materials(events, ["wood", "metal", "glass"], 5, period)
+    assert labels.tolist() == [2, -1, 1, -1, -1]
+
+
+def test_labelled_clips_keep_their_labels_through_padding_and_windows(tmp_path):
+    def load_labelled(n, labels):
+        def load():
+            rng = np.random.default_rng(n)
+            frames = rng.integers(0, 255, (n, 3, 64, 64), dtype=np.uint8)
+            return frames, np.zeros(n * G.samples_per_frame, np.float32), labels
+        return load
+    labels = np.arange(SHORT, dtype=np.int64) % 3
+    clips = load_clip_cache(build_clip_cache([ClipItem("s", load_labelled(SHORT, labels))], tmp_path, P,
+                                             progress=False))
+    got = clips[0].frame_material
+    assert got.shape == (G.frames_per_window,) and got[:SHORT].tolist() == labels.tolist()
+    assert (got[SHORT:] == -1).all()                                   # padded frames strike nothing
+    wd = WindowData(clips, window_index(clips, G.frames_per_window, 1), G.frames_per_window, 8)
+    assert wd.has_frame_material() and wd.frame_material(torch.tensor([0])).shape == (1, G.frames_per_window)
+    unlabelled = load_clip_cache(build_clip_cache(_items([]), tmp_path / "u", P, progress=False))
+    assert not WindowData(unlabelled, window_index(unlabelled, G.frames_per_window, 1),
+                          G.frames_per_window, 8).has_frame_material()
