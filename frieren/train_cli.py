@@ -88,6 +88,17 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cavp-event-flux-bands", type=int, default=0,
                    help="CAVP event head: also regress the spectrum of what starts in each frame (positive "
                         "spectral flux in this many mel-bin groups; default 0 = off)")
+    p.add_argument("--cavp-impact-weight", type=float, default=0.0,
+                   help="CAVP stage: weight of an impact contrast (the batch's 2 x batch-size strongest-onset "
+                        "frames: each frame's video feature must pick its own audio among the other impacts'); "
+                        "0 = off")
+    p.add_argument("--cavp-timbre-weight", type=float, default=0.0,
+                   help="CAVP stage: weight of an onset-weighted regression of the loudness-free spectrum of "
+                        "what starts in each frame (20 mel-bin groups); 0 = off")
+    p.add_argument("--cavp-material-weight", type=float, default=0.0,
+                   help="CAVP stage, synthetic data only: weight of a cross-entropy that names, from each "
+                        "impact frame's video feature, the struck material (the synthetic world's ground "
+                        "truth); 0 = off (self-supervised, as Diff-Foley)")
 
 
 def _hparams(p: argparse.ArgumentParser, stage: Optional[str]) -> None:

@@ -43,7 +43,7 @@ from frieren.training.cavp_audio import MelAudioEncoder
 __all__ = [
     "VAEObjective", "CAVPObjective", "CFMObjective", "ReflowObjective", "DistillObjective",
     "weighted_flow_loss", "guided_velocity", "kl_divergence", "contrastive_loss",
-    "generate_reflow_pairs", "frame_audio_targets",
+    "generate_reflow_pairs", "frame_audio_targets", "onset_timbre",
 ]
 
 Losses = Dict[str, Tensor]
@@ -127,13 +127,23 @@ class CAVPObjective(nn.Module):
     Batch norm: the inference model keeps BN in eval mode (frozen statistics); training from
     scratch needs batch statistics, so ``train()`` here switches the video branch's BN layers
     to training mode (their running statistics are what the shipped model then uses).
-    batch: (frames (B, F, 3, S, S) in [0, 1], mel (B, n_mels, F * mel_per_frame)).
+    batch: (frames (B, F, 3, S, S) in [0, 1], mel (B, n_mels, F * mel_per_frame)[, struck
+    material per frame int64 (B, F), -1 = none: only for the material head]).
+
+    Optional auxiliary terms (heads used in training only, never part of the video branch):
+    ``event_weight`` (per-frame audio-event regression), ``impact_weight`` (contrast of the
+    batch's strongest-onset frames), ``timbre_weight`` (onset-weighted loudness-free spectrum
+    of what starts), ``material_weight`` (cross-entropy of the struck material at impact
+    frames, from the synthetic world's ground truth; a departure from Diff-Foley's purely
+    self-supervised CAVP, available for synthetic data only).
     """
 
     def __init__(self, video: CAVPVideoEncoder, audio: MelAudioEncoder, segments: int = 8,
                  temporal_weight: float = 1.0, init_temperature: float = 0.07,
                  event_weight: float = 0.0, event_bands: int = AUX_BANDS, event_slots: int = 1,
-                 event_flux_bands: int = 0) -> None:
+                 event_flux_bands: int = 0, impact_weight: float = 0.0, impact_frames: int = 0,
+                 timbre_weight: float = 0.0, timbre_bands: int = 20,
+                 material_weight: float = 0.0, materials: int = 0) -> None:
         super().__init__()
         self.video = video
         self.audio = audio
@@ -147,6 +157,19 @@ class CAVPObjective(nn.Module):
         self.event_flux_bands = event_flux_bands
         n_targets = event_slots + event_bands + event_flux_bands
         self.event_head = nn.Linear(video.cfg.embed_dim, n_targets) if event_weight > 0 else None
+        # Impact contrast: the strongest-onset frames of the batch, video vs audio, each
+        # frame's audio the positive and the other impacts' audio the negatives.
+        self.impact_weight = impact_weight
+        self.impact_frames = impact_frames
+        # Timbre head: the loudness-free shape of what starts in each frame, weighted by onset.
+        self.timbre_weight = timbre_weight
+        self.timbre_bands = timbre_bands
+        self.timbre_head = nn.Linear(video.cfg.embed_dim, timbre_bands) if timbre_weight > 0 else None
+        # Material head (synthetic data only): which material strikes in each impact frame.
+        self.material_weight = material_weight
+        if material_weight > 0 and materials < 2:
+            raise ValueError(f"a material head needs at least 2 material classes, got {materials}")
+        self.material_head = nn.Linear(video.cfg.embed_dim, materials) if material_weight > 0 else None
 
     def train(self, mode: bool = True) -> "CAVPObjective":
         super().train(mode)
@@ -156,7 +179,7 @@ class CAVPObjective(nn.Module):
         return self
 
     def forward(self, batch, gen: Optional[torch.Generator] = None) -> Losses:
-        frames, mel = batch
+        frames, mel = batch[:2]
         v = self.video(frames, normalize=True)                       # (B, F, D)
         a = self.audio(mel, normalize=True)                          # (B, F, D)
         assert v.shape == a.shape, f"video feats {tuple(v.shape)} vs audio feats {tuple(a.shape)}"
@@ -188,8 +211,49 @@ class CAVPObjective(nn.Module):
             out["loss"] = out["loss"] + self.event_weight * ev
             out["event"] = ev.detach()
             out["onset_corr"] = onset_corr.detach()
+        if self.impact_weight > 0 or self.timbre_head is not None:
+            onset = frame_audio_targets(mel, f, 1)[..., 0]                     # (B, F)
+        if self.impact_weight > 0:
+            k = min(self.impact_frames or 2 * b, b * f)
+            top = onset.reshape(-1).topk(k).indices                            # (k,)
+            imp = contrastive_loss(v.reshape(-1, d)[top], a.reshape(-1, d)[top], scale)
+            out["loss"] = out["loss"] + self.impact_weight * imp
+            out["impact"] = imp.detach()
+        if self.timbre_head is not None:
+            shape = onset_timbre(mel, f, self.timbre_bands)                    # (B, F, bands)
+            w = onset / onset.mean().clamp_min(1e-6)                           # (B, F)
+            tim = (w[..., None] * (self.timbre_head(v) - shape).pow(2)).mean()
+            out["loss"] = out["loss"] + self.timbre_weight * tim
+            out["timbre"] = tim.detach()
+        if self.material_head is not None:
+            if len(batch) < 3:
+                raise ValueError("the material head needs per-frame material labels (B, F) as the batch's third item")
+            label = batch[2].reshape(-1)                                      # (B * F,), -1 = no impact
+            hit = label >= 0
+            if bool(hit.any()):
+                logits = self.material_head(v.reshape(-1, d)[hit])
+                mat = F.cross_entropy(logits, label[hit])
+                out["material_acc"] = logits.argmax(-1).eq(label[hit]).float().mean()
+            else:
+                mat = v.sum() * 0.0
+            out["loss"] = out["loss"] + self.material_weight * mat
+            out["material"] = mat.detach()
         return out
 
+
+
+def onset_timbre(mel: Tensor, frames: int, bands: int = 20) -> Tensor:
+    """What kind of sound starts in each visual frame, without how loud: the log positive
+    spectral flux of ``bands`` mel-bin groups summed over the frame, minus its mean over the
+    bands, scaled to unit variance over the batch. mel (B, n_mels, frames * m) log10 mel ->
+    (B, frames, bands). Frames without an onset give near-flat rows; callers weight by onset."""
+    b, n_mels, t = mel.shape
+    m, k = t // frames, n_mels // bands
+    rise = F.pad((mel[..., 1:] - mel[..., :-1]).clamp_min(0), (1, 0))
+    spec = rise[:, :k * bands, :frames * m].reshape(b, bands, k, frames, m).sum((2, 4))
+    shape = torch.log1p(spec).transpose(1, 2)                                   # (B, F, bands)
+    shape = shape - shape.mean(-1, keepdim=True)
+    return shape / shape.std().clamp_min(1e-3)
 
 
 def _corr(a: Tensor, b: Tensor) -> Tensor:

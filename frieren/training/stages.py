@@ -95,23 +95,34 @@ def stage_cavp(run: Run, hp: StageHParams) -> dict:
     from frieren.models.cavp import CAVPVideoEncoder
     from frieren.training.cavp_audio import MelAudioEncoder
     from frieren.training.objectives import CAVPObjective
+    from frieren.synth import SceneConfig
 
     done = _finished(run, "cavp", hp.steps)
     if done is not None:
         return done
     w = run.windows()
+    material_weight = getattr(run.args, "cavp_material_weight", 0.0)
+    if material_weight > 0 and not w.has_frame_material():
+        raise SystemExit("--cavp-material-weight needs per-frame material labels, which only synthetic clips "
+                         f"carry (and only caches built since they were added): train on --synthetic data, "
+                         f"or delete {run.dir / 'cache' / 'clips'} to rebuild the clip cache")
     torch.manual_seed(run.args.seed + 2)
     p = run.preset
     obj = CAVPObjective(CAVPVideoEncoder(p.cavp),
                         MelAudioEncoder(p.mel.n_mels, p.cavp.embed_dim, w.mel_per_frame),
                         segments=8, event_weight=getattr(run.args, "cavp_event_weight", 0.0),
                         event_slots=getattr(run.args, "cavp_event_slots", 1),
-                        event_flux_bands=getattr(run.args, "cavp_event_flux_bands", 0))
+                        event_flux_bands=getattr(run.args, "cavp_event_flux_bands", 0),
+                        impact_weight=getattr(run.args, "cavp_impact_weight", 0.0),
+                        timbre_weight=getattr(run.args, "cavp_timbre_weight", 0.0),
+                        material_weight=material_weight, materials=len(SceneConfig().materials))
     b = run.ctx.shard(hp.batch_size)
     n = len(w.windows)
 
     def batches(step, gen):
         idx = _idx(gen, n, b)
+        if material_weight > 0:
+            return w.frames(idx), w.mel(idx), w.frame_material(idx)
         return w.frames(idx), w.mel(idx)
     return _train(run, "cavp", obj, batches, hp)
 

@@ -16,7 +16,7 @@ from frieren.models.cond import CondEncoder
 from frieren.models.estimator import ChannelConcatDiT
 from frieren.models.vae import MelVAE
 from frieren.training.cavp_audio import MelAudioEncoder
-from frieren.training.objectives import (CAVPObjective, frame_audio_targets, CFMObjective, DistillObjective, ReflowObjective,
+from frieren.training.objectives import (CAVPObjective, frame_audio_targets, onset_timbre, CFMObjective, DistillObjective, ReflowObjective,
                                          VAEObjective, generate_reflow_pairs, guided_velocity,
                                          weighted_flow_loss)
 
@@ -117,6 +117,52 @@ def test_cavp_event_head_trains_and_stays_out_of_the_video_branch():
     before, after = _fit(obj, (frames, mel), 15, 2e-3)
     assert after < before, (before, after)
     assert not any(k.startswith("event_head") for k in obj.video.state_dict())
+
+
+def test_onset_timbre_says_which_bins_start_not_how_loud():
+    mel = torch.full((2, 80, 32), -4.0)
+    mel[0, 60:, 13:] = 0.0                             # item 0: high bins start in frame 1
+    mel[1, 60:, 13:] = 2.0                             # item 1: the same sound, louder
+    shape = onset_timbre(mel, 4, bands=4)
+    assert shape.shape == (2, 4, 4)
+    assert torch.allclose(shape.sum(-1), torch.zeros(2, 4), atol=1e-5)     # loudness removed per frame
+    assert int(shape[0, 1].argmax()) == 3 and int(shape[1, 1].argmax()) == 3
+    assert torch.allclose(shape[:, [0, 2, 3]], torch.zeros(2, 3, 4))       # no onset: flat
+
+
+@pytest.mark.parametrize("extra", [{"impact_weight": 1.0}, {"timbre_weight": 1.0, "timbre_bands": 10}])
+def test_cavp_impact_and_timbre_terms_train_and_stay_out_of_the_video_branch(extra):
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(TINY.cavp, image_size=32)
+    obj = CAVPObjective(CAVPVideoEncoder(cfg), MelAudioEncoder(80, cfg.embed_dim, 8, width=32), segments=4,
+                        **extra)
+    g = torch.Generator().manual_seed(0)
+    batch = (torch.rand(3, 8, 3, 32, 32, generator=g), torch.randn(3, 80, 64, generator=g))
+    obj.train()
+    assert ({"impact"} if "impact_weight" in extra else {"timbre"}) <= set(obj(batch))
+    before, after = _fit(obj, batch, 15, 2e-3)
+    assert after < before, (before, after)
+    assert not any(k.startswith("timbre_head") for k in obj.video.state_dict())
+
+
+def test_cavp_material_head_learns_labelled_frames_and_needs_labels():
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(TINY.cavp, image_size=32)
+    obj = CAVPObjective(CAVPVideoEncoder(cfg), MelAudioEncoder(80, cfg.embed_dim, 8, width=32), segments=4,
+                        material_weight=1.0, materials=3)
+    g = torch.Generator().manual_seed(0)
+    label = torch.full((3, 8), -1, dtype=torch.long)
+    label[0, 2], label[1, 5], label[2, 1] = 0, 2, 1                    # three impact frames
+    batch = (torch.rand(3, 8, 3, 32, 32, generator=g), torch.randn(3, 80, 64, generator=g), label)
+    obj.train()
+    assert {"material", "material_acc"} <= set(obj(batch))
+    before, after = _fit(obj, batch, 15, 2e-3)
+    assert after < before, (before, after)
+    assert not any(k.startswith("material_head") for k in obj.video.state_dict())
+    with pytest.raises(ValueError, match="material labels"):
+        obj(batch[:2])
+    with pytest.raises(ValueError, match="2 material classes"):
+        CAVPObjective(CAVPVideoEncoder(cfg), MelAudioEncoder(80, cfg.embed_dim, 8, width=32), material_weight=1.0)
 
 
 @pytest.mark.parametrize("kind", ["cfm", "reflow", "distill"])

@@ -107,3 +107,9 @@ def test_user_folder_end_to_end(video_folder, tmp_path):
     # a second run finds every stage finished and only rewrites the bundle
     assert train_cli.main(args) == 0
     assert json.loads((run_dir / "cfm" / "log.jsonl").read_text().splitlines()[-1])["step"] == 3
+
+    # the material head needs the synthetic world's labels: a user folder gets a clear refusal
+    with pytest.raises(SystemExit, match="material labels"):
+        train_cli.main(["cavp", "--run-dir", str(tmp_path / "run_material"), "--data-dir", str(video_folder),
+                        "--threads", "1", "--no-progress", "--steps", "1", "--batch-size", "2",
+                        "--cavp-material-weight", "1.0"])
