@@ -56,7 +56,7 @@ class ClipItem:
     frame the struck material's class index, int64 (N,), -1 where nothing strikes (synthetic
     clips only; real videos have no such labels)."""
     key: str
-    load: Callable[[], Tuple[np.ndarray, np.ndarray]]
+    load: Callable[[], Tuple[np.ndarray, ...]]
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ def _preprocess_uint8(rgb: np.ndarray, size: int) -> np.ndarray:
 
 
 def _fit_length(frames: np.ndarray, audio: np.ndarray, preset: Preset, min_frames: int,
-                labels: Optional[np.ndarray] = None):
+                labels: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
     """Keep whole visual frames only; pad clips shorter than ``min_frames`` (last frame
     repeated, audio zero-padded, labels -1) so that every clip holds at least one window.
     Returns (frames, audio, labels or None)."""
