@@ -103,5 +103,13 @@ class MaterialClassifier:
             return float("nan")
         return float(np.mean([p == t for p, t in zip(self.predict(features), labels)]))
 
+    def confusion(self, features: np.ndarray, labels: Sequence[str]) -> Dict[str, Dict[str, int]]:
+        """{true material: {predicted material: count}} over the given impacts (every class
+        listed, zeros included), to see *how* material is wrong, e.g. one class for all."""
+        table = {t: {p: 0 for p in self.classes} for t in self.classes}
+        for p, t in zip(self.predict(features), labels):
+            table[t][p] += 1
+        return table
+
     def as_dict(self) -> Dict[str, object]:
         return {"classes": list(self.classes), "features": int(self.weight.shape[0])}

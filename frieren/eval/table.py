@@ -154,6 +154,7 @@ class Scorer:
                  if c.impacts]
         labels = [lab for c in self.clips for lab in c.materials]
         row["material_acc"] = self.classifier.accuracy(np.concatenate(feats), labels) if feats else None
+        row["material_confusion"] = self.classifier.confusion(np.concatenate(feats), labels) if feats else None
         row["impacts"] = len(labels)
         for k, emb in self.embeddings.items():
             row[f"fd_{k}"] = 0.0 if reference else frechet_distance(np.concatenate([emb(m) for m in mels]),

@@ -83,6 +83,10 @@ def test_material_classifier_beats_chance_on_ground_truth(frontend):
     assert len(y_test) >= 15
     clf = MaterialClassifier.fit(x_train, y_train, scene.materials)
     acc = clf.accuracy(x_test, y_test)
+    confusion = clf.confusion(x_test, y_test)
+    assert set(confusion) == set(scene.materials) and all(set(r) == set(scene.materials) for r in confusion.values())
+    assert sum(map(sum, (r.values() for r in confusion.values()))) == len(y_test)
+    assert sum(confusion[m][m] for m in scene.materials) == round(acc * len(y_test))
     _, counts = np.unique(y_test, return_counts=True)
     chance = counts.max() / len(y_test)
     print(f"material accuracy on held-out GT: {acc:.3f} (majority class {chance:.3f}, {len(y_test)} impacts)")
@@ -131,5 +135,6 @@ def test_eval_command_writes_table_json_and_png(tmp_path):
     for key in ("precision_45ms", "recall_45ms", "f1_45ms", "f1_125ms", "material_acc", "mel_l1"):
         assert 0.0 <= r1[key] <= 1.0 or key == "mel_l1", (key, r1[key])
     assert r1["fd_logmel"] > 0 and r1["mel_l1"] > 0 and r1["s_per_window"] > 0 and r1["nfe"] in (1, 2)
+    assert sum(sum(r.values()) for r in r1["material_confusion"].values()) == r1["impacts"]
     png = (out / "metrics_vs_steps.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10000
