@@ -243,15 +243,11 @@ class CAVPObjective(nn.Module):
 
 
 def onset_timbre(mel: Tensor, frames: int, bands: int = 20) -> Tensor:
-    """What kind of sound starts in each visual frame, without how loud: the log positive
-    spectral flux of ``bands`` mel-bin groups summed over the frame, minus its mean over the
-    bands, scaled to unit variance over the batch. mel (B, n_mels, frames * m) log10 mel ->
-    (B, frames, bands). Frames without an onset give near-flat rows; callers weight by onset."""
-    b, n_mels, t = mel.shape
-    m, k = t // frames, n_mels // bands
-    rise = F.pad((mel[..., 1:] - mel[..., :-1]).clamp_min(0), (1, 0))
-    spec = rise[:, :k * bands, :frames * m].reshape(b, bands, k, frames, m).sum((2, 4))
-    shape = torch.log1p(spec).transpose(1, 2)                                   # (B, F, bands)
+    """What kind of sound starts in each visual frame, without how loud: the onset spectrum of
+    :func:`frame_audio_targets` (log positive spectral flux of ``bands`` mel-bin groups) minus
+    its mean over the bands, scaled to unit variance over the batch. mel (B, n_mels, frames * m)
+    log10 mel -> (B, frames, bands). Frames without an onset give flat rows; callers weight by onset."""
+    shape = frame_audio_targets(mel, frames, 1, flux_bands=bands)[..., 2:]     # (B, F, bands)
     shape = shape - shape.mean(-1, keepdim=True)
     return shape / shape.std().clamp_min(1e-3)
 
