@@ -10,6 +10,10 @@ on the first ``--train-clips`` clips, scored on the rest:
 * onset: logistic regression "this frame holds an onset event" (impact or continuous
   start); reported as ROC AUC.
 
+* event head (checkpoints trained with ``--cavp-event-weight``): the onset F1 at +-45 and
+  +-125 ms of the CAVP's own per-slot onset prediction, peak-picked, with no flow model:
+  how well the video features alone place audible onsets (:func:`event_head_sync`).
+
 ``--raw-baseline`` adds the same probes on raw pixels (each frame and its difference to the
 previous one, average-pooled to 8x8): what a linear read-out of the input itself reaches.
 
@@ -27,7 +31,7 @@ import json
 import logging
 import pickle
 import sys
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -58,15 +62,20 @@ def _auc(score: np.ndarray, label: np.ndarray) -> float:
     return float((pos[:, None] > neg[None, :]).mean() + 0.5 * (pos[:, None] == neg[None, :]).mean())
 
 
-def cavp_features(checkpoint: str, preset) -> Callable[[torch.Tensor], np.ndarray]:
-    """The video branch of a CAVP stage checkpoint: frames (N, 3, S, S) -> features (N, D)."""
-    from frieren.models.cavp import CAVPVideoEncoder
-
+def load_stage_state(checkpoint: str) -> Dict[str, torch.Tensor]:
+    """The state dict of a CAVP stage checkpoint (video branch, audio branch, training heads)."""
     try:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state"]
+        return torch.load(checkpoint, map_location="cpu", weights_only=False)["state"]
     except (OSError, KeyError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as error:
         raise SystemExit(f"cannot read CAVP stage checkpoint {checkpoint}: {error} "
                          "(expected a 'frieren train cavp' final.pt)")
+
+
+def cavp_encoder(checkpoint: str, preset):
+    """The video branch of a CAVP stage checkpoint, in eval mode."""
+    from frieren.models.cavp import CAVPVideoEncoder
+
+    state = load_stage_state(checkpoint)
     video = {k[len("video."):]: v for k, v in state.items() if k.startswith("video.")}
     enc = CAVPVideoEncoder(preset.cavp)
     try:
@@ -76,8 +85,62 @@ def cavp_features(checkpoint: str, preset) -> Callable[[torch.Tensor], np.ndarra
         first = lines[min(1, len(lines) - 1)].strip()
         raise SystemExit(f"CAVP checkpoint {checkpoint} does not fit the preset's CAVP {preset.cavp} "
                          f"({first}); probe it with the preset it was trained with (--preset)")
-    enc.eval()
+    return enc.eval()
+
+
+def cavp_features(checkpoint: str, preset) -> Callable[[torch.Tensor], np.ndarray]:
+    """The video branch of a CAVP stage checkpoint: frames (N, 3, S, S) -> features (N, D)."""
+    enc = cavp_encoder(checkpoint, preset)
     return lambda frames: enc(frames[None])[0].numpy()
+
+
+def _peaks(series: np.ndarray, threshold: float) -> np.ndarray:
+    """Indices of the local maxima of a 1-D series that exceed ``threshold``."""
+    left = np.concatenate([[-np.inf], series[:-1]])
+    right = np.concatenate([series[1:], [-np.inf]])
+    return np.flatnonzero((series > threshold) & (series >= left) & (series > right))
+
+
+def event_head_sync(checkpoint: str, preset, clips, slots: int, tune_clips: int) -> Optional[Dict[str, float]]:
+    """Onset sync of the CAVP's own event head, without any flow model: how well the video
+    features alone place audible onsets.
+
+    The head (trained with ``--cavp-event-weight``; its first ``slots`` outputs are the onset
+    strength of each 1/slots of a visual frame) is read on every frame; local maxima above a
+    threshold become onsets at their slot's centre. The threshold maximises F1 +-125 ms on the
+    first ``tune_clips`` clips; the scores are on the rest, against the same merged events and
+    matching as ``frieren eval``. None when the checkpoint has no event head."""
+    from frieren.eval.sync import TOLERANCES_MS, match, merge_close_events
+
+    state = load_stage_state(checkpoint)
+    if "event_head.weight" not in state:
+        return None
+    weight, bias = state["event_head.weight"][:slots], state["event_head.bias"][:slots]
+    enc = cavp_encoder(checkpoint, preset)
+    sr = preset.geometry.sample_rate
+    slot_len = preset.geometry.samples_per_frame // slots
+    series, events = [], []
+    with torch.no_grad():
+        for c in clips:
+            v = enc(c.frames[None], normalize=True)[0]                     # (N, D)
+            series.append((v @ weight.T + bias).reshape(-1).numpy())       # (N * slots,)
+            events.append(merge_close_events(c.onsets, sr))
+
+    def score(which, threshold: float, tol: float) -> Dict[str, float]:
+        m = d = e = 0
+        for i in which:
+            s = match(_peaks(series[i], threshold) * slot_len + slot_len // 2, events[i], sr, tol)
+            m, d, e = m + s.matched, d + s.detected, e + s.events
+        p, r = m / max(d, 1), m / max(e, 1)
+        return {"precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0}
+
+    tune, test = range(tune_clips), range(tune_clips, len(clips))
+    threshold = max(np.linspace(-1.0, 3.0, 41), key=lambda t: score(tune, t, 125.0)["f1"])
+    out = {"event_head_threshold": float(threshold)}
+    for tol in TOLERANCES_MS:
+        for k, v in score(test, threshold, tol).items():
+            out[f"event_head_{k}_{int(tol)}ms"] = v
+    return out
 
 
 def raw_pixel_features(frames: torch.Tensor, size: int = 8) -> np.ndarray:
@@ -132,6 +195,9 @@ def main(argv: List[str] = None) -> int:
     ap.add_argument("--train-clips", type=int, default=32, help="of which the probes train on (default 32)")
     ap.add_argument("--seed0", type=int, default=900000, help="first held-out seed (training used 1000..1299)")
     ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--event-slots", type=int, default=4,
+                    help="onset slots per frame of the checkpoints' event heads (--cavp-event-slots "
+                         "of their training; the shipped recipe's 4)")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -152,9 +218,17 @@ def main(argv: List[str] = None) -> int:
         named.append(("raw pixels", raw_pixel_features))
     for name, features in named:
         r = probe(name, features, clips, preset, args.train_clips)
+        line = (f"{name}: material {r['material_acc']:.3f} (majority {r['material_majority']:.3f}, "
+                f"{r['test_impacts']} impacts), onset AUC {r['onset_auc']:.3f}")
+        if name in args.checkpoints:
+            sync = event_head_sync(name, preset, clips, args.event_slots, args.train_clips)
+            if sync is not None:
+                r.update(sync)
+                line += (f", event head onset F1 +-45 {sync['event_head_f1_45ms']:.3f} "
+                         f"+-125 {sync['event_head_f1_125ms']:.3f} (P {sync['event_head_precision_125ms']:.3f}, "
+                         f"R {sync['event_head_recall_125ms']:.3f})")
         results.append(r)
-        sys.stdout.write(f"{name}: material {r['material_acc']:.3f} (majority {r['material_majority']:.3f}, "
-                         f"{r['test_impacts']} impacts), onset AUC {r['onset_auc']:.3f}\n")
+        sys.stdout.write(line + "\n")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(results, fh, indent=2)

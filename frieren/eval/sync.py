@@ -115,20 +115,24 @@ def match(detected: Sequence[int], events: Sequence[int], sample_rate: int, tole
     return SyncScore(tolerance_ms, len(d), len(e), m, p, r, f1, float(np.mean(offsets)) if offsets else None)
 
 
+def merge_close_events(event_samples: Iterable[int], sample_rate: int, min_separation_s: float = 0.05) -> List[int]:
+    """Sorted event instants with those closer than ``min_separation_s`` to the previous kept
+    one dropped: events that close make one audible onset."""
+    gap, kept = int(min_separation_s * sample_rate), []
+    for s in sorted(int(s) for s in event_samples):
+        if not kept or s - kept[-1] >= gap:
+            kept.append(s)
+    return kept
+
+
 def sync_scores(audio: np.ndarray, sample_rate: int, event_samples: Iterable[int], *, origin: int = 0,
                 tolerances_ms: Sequence[float] = TOLERANCES_MS, min_separation_s: float = 0.05
                 ) -> Dict[str, Dict[str, object]]:
     """Score ``audio`` (whose sample 0 is timeline sample ``origin``) against event instants
     on the same timeline. Events outside the audio are ignored; events closer than
     ``min_separation_s`` to the previous kept one are merged (one audible onset)."""
-    ev = sorted(int(s) - origin for s in event_samples)
-    ev = [s for s in ev if 0 <= s < len(audio)]
-    if min_separation_s > 0:
-        gap, kept = int(min_separation_s * sample_rate), []
-        for s in ev:
-            if not kept or s - kept[-1] >= gap:
-                kept.append(s)
-        ev = kept
+    ev = [int(s) - origin for s in event_samples]
+    ev = merge_close_events([s for s in ev if 0 <= s < len(audio)], sample_rate, min_separation_s)
     det = detect_onsets(audio, sample_rate)
     return {f"{int(t)}ms": match(det, ev, sample_rate, t).as_dict() for t in tolerances_ms}
 

@@ -69,3 +69,28 @@ def test_checkpoint_of_another_cavp_layout_names_the_preset(tmp_path):
         assert "does not fit the preset's CAVP" in str(exc) and "--preset" in str(exc)
     else:
         raise AssertionError("no error for a checkpoint of another CAVP layout")
+
+
+def test_event_head_read_out_scores_onsets_when_the_checkpoint_has_a_head(tmp_path):
+    torch.set_num_threads(1)
+    preset = get_preset("tiny")
+    torch.manual_seed(0)
+    enc = CAVPVideoEncoder(preset.cavp)
+    head = torch.nn.Linear(preset.cavp.embed_dim, 4 + 8)
+    state = {f"video.{k}": v for k, v in enc.state_dict().items()}
+    ck_plain, ck_head = tmp_path / "plain.pt", tmp_path / "head.pt"
+    torch.save({"state": state}, ck_plain)
+    torch.save({"state": {**state, "event_head.weight": head.weight.detach(), "event_head.bias": head.bias.detach()}},
+               ck_head)
+    out = tmp_path / "probe.json"
+    mod = _probe_module()
+    assert mod.main([str(ck_plain), str(ck_head), "--clips", "4", "--train-clips", "2", "--seconds", "3",
+                     "--json", str(out)]) == 0
+    plain, with_head = json.loads(out.read_text())
+    assert "event_head_f1_125ms" not in plain
+    for tol in ("45ms", "125ms"):
+        for k in ("f1", "precision", "recall"):
+            assert 0.0 <= with_head[f"event_head_{k}_{tol}"] <= 1.0
+    # a series with three local maxima, one below the threshold
+    series = np.array([0.0, 2.0, 1.0, 0.5, 3.0, 0.0, 0.2, 0.1])
+    assert mod._peaks(series, 0.3).tolist() == [1, 4]
