@@ -50,7 +50,8 @@ import torch
 from frieren.training.bundle import BUNDLE_STEPS, export_bundle, provenance_record, stage_summaries
 from frieren.training.hparams import DEFAULTS, current_hparams, hp_from_args
 from frieren.training.run import Run
-from frieren.training.stages import pair_stage, stage_cavp, stage_cfm, stage_reflow_data, stage_vae
+from frieren.training.stages import (finished_stage, pair_stage, stage_cavp, stage_cfm, stage_reflow_data,
+                                     stage_vae)
 
 log = logging.getLogger("frieren.train")
 
@@ -146,11 +147,49 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p.add_argument(f"--{stage}-final-lr-factor", type=float, default=d.final_lr_factor,
                        help=f"{stage}: cosine LR decay down to lr x this (1 = constant)")
     p.add_argument("--out", default="frieren/assets/default", help="bundle directory")
+    p.add_argument("--side-by-side", action="store_true",
+                   help="train the VAE and CAVP stages at the same time, CAVP in a second process with its "
+                        "own --threads (they are independent; on a 2-core machine with --threads 1 this saves "
+                        "the VAE's time). Same weights as one after the other; single-process runs only")
 
 
 # --------------------------------------------------------------------------------------
 # entry points
 # --------------------------------------------------------------------------------------
+
+def _cavp_stage_process(args: argparse.Namespace) -> None:
+    """Entry point of the side-by-side CAVP process (spawned: a fresh interpreter)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    torch.set_num_threads(args.threads)
+    stage_cavp(Run(args), current_hparams(args)["cavp"])
+
+
+def _vae_and_cavp_side_by_side(r: Run, hps: dict) -> None:
+    """VAE here, CAVP in a spawned process; both read the clip cache the data step wrote.
+    Each stage seeds its own initialisation and batches, so the weights are those of a
+    sequential run. A failure of either stops both; a rerun resumes each from its checkpoint."""
+    import multiprocessing
+
+    if finished_stage(r, "cavp", hps["cavp"].steps) is not None:
+        stage_vae(r, hps["vae"])
+        stage_cavp(r, hps["cavp"])
+        return
+    child = multiprocessing.get_context("spawn").Process(target=_cavp_stage_process, args=(r.args,),
+                                                         name="cavp-stage")
+    child.start()
+    log.info("CAVP stage runs side by side in process %d", child.pid)
+    try:
+        stage_vae(r, hps["vae"])
+        child.join()
+    finally:
+        if child.is_alive():
+            child.terminate()
+            child.join()
+    if child.exitcode != 0:
+        raise SystemExit(f"the side-by-side CAVP stage failed (exit code {child.exitcode}; its error is in the "
+                         "log above); rerun the same command to resume it, or drop --side-by-side")
+    log.info("stage cavp finished side by side")
+
 
 def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
@@ -177,8 +216,11 @@ def run(args: argparse.Namespace) -> int:
             return out
 
         timed("data", lambda: r.windows())
-        timed("vae", lambda: stage_vae(r, hps["vae"]))
-        timed("cavp", lambda: stage_cavp(r, hps["cavp"]))
+        if args.side_by_side and not r.ctx.distributed:
+            timed("vae+cavp", lambda: _vae_and_cavp_side_by_side(r, hps))
+        else:
+            timed("vae", lambda: stage_vae(r, hps["vae"]))
+            timed("cavp", lambda: stage_cavp(r, hps["cavp"]))
         timed("latents", lambda: r.latents())
         timed("cfm", lambda: stage_cfm(r, hps["cfm"]))
         timed("reflow-data", lambda: stage_reflow_data(r))

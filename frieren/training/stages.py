@@ -26,7 +26,9 @@ def _idx(gen: torch.Generator, n: int, b: int) -> torch.Tensor:
     return torch.randint(0, n, (b,), generator=gen)
 
 
-def _finished(run: Run, stage: str, steps: Optional[int] = None) -> Optional[dict]:
+def finished_stage(run: Run, stage: str, steps: Optional[int] = None) -> Optional[dict]:
+    """The result record of ``stage`` if it already finished in the run dir (None to train it);
+    refuses a finished stage of another step count (another recipe's weights)."""
     from frieren.training.loop import load_final
     fin = load_final(run.stage_dir(stage))
     if fin is not None and not run.args.no_resume:
@@ -61,7 +63,7 @@ def stage_vae(run: Run, hp: StageHParams) -> dict:
     from frieren.training.data import latent_scale
     from frieren.training.objectives import VAEObjective
 
-    done = _finished(run, "vae", hp.steps)
+    done = finished_stage(run, "vae", hp.steps)
     w = run.windows()
     if done is None:
         torch.manual_seed(run.args.seed + 1)
@@ -97,7 +99,7 @@ def stage_cavp(run: Run, hp: StageHParams) -> dict:
     from frieren.training.objectives import CAVPObjective
     from frieren.synth import SceneConfig
 
-    done = _finished(run, "cavp", hp.steps)
+    done = finished_stage(run, "cavp", hp.steps)
     if done is not None:
         return done
     w = run.windows()
@@ -130,7 +132,7 @@ def stage_cavp(run: Run, hp: StageHParams) -> dict:
 def stage_cfm(run: Run, hp: StageHParams) -> dict:
     from frieren.training.objectives import CFMObjective
 
-    done = _finished(run, "cfm", hp.steps)
+    done = finished_stage(run, "cfm", hp.steps)
     if done is not None:
         return done
     lat = run.latents()
@@ -211,7 +213,7 @@ def pair_stage(run: Run, stage: str, init_from: str, hp: StageHParams) -> dict:
     """Reflow or distillation (``stage``) on the teacher pairs, from the ``init_from`` stage's weights."""
     from frieren.training.objectives import DistillObjective, ReflowObjective
 
-    done = _finished(run, stage, hp.steps)
+    done = finished_stage(run, stage, hp.steps)
     if done is not None:
         return done
     lat = run.latents()
