@@ -17,7 +17,7 @@ on the first ``--train-clips`` clips, scored on the rest:
 ``--raw-baseline`` adds the same probes on raw pixels (each frame and its difference to the
 previous one, average-pooled to 8x8): what a linear read-out of the input itself reaches.
 
-    python benchmarks/cavp_probe.py runs/default_v3/cavp/final.pt [more checkpoints] [--raw-baseline] [--json out.json]
+    python benchmarks/cavp_probe.py runs/default_v4/cavp/final.pt [more checkpoints] [--raw-baseline] [--json out.json]
 
 Measured with it (48 clips, 32 to train): material 0.34 for the CAVP with the onset and
 loudness head, 0.47 with onset slots and onset spectrum (majority class 0.40); onset AUC 0.92.

@@ -2,13 +2,14 @@
 # Regenerate the shipped model (frieren/assets/default) from nothing.
 #
 # Tiny preset, trained on 300 synthetic Foley clips (seeds 1000..1299, 8 s each) rendered
-# in memory: VAE -> CAVP (contrastive + per-frame audio-event head) -> CFM -> reflow pairs
-# (25 Euler steps, CFG 4.5) -> reflow -> one-step distillation -> bundle. All seeds are fixed
-# and a rerun with the same thread count gives bit-identical weights; an interrupted run
-# resumes (finished stages are skipped). Measured on the shared 2-core CPU, 1 thread, under
-# load: about 57 min (rendering the clips 3.5 min, VAE 11 min, CAVP 14 min, latents 0.6 min,
-# CFM 15 min, pairs 2.6 min, reflow 6 min, distill 5 min; the bundle's provenance holds the
-# per-stage times and losses).
+# in memory: VAE and, at the same time in a second process, CAVP (contrastive + per-frame
+# audio-event head) -> CFM -> reflow pairs (25 Euler steps, CFG 4.5) -> reflow -> one-step
+# distillation -> bundle. All seeds are fixed and a rerun with the same thread count gives
+# bit-identical weights (also with --side-by-side: each stage seeds itself); an interrupted
+# run resumes (finished stages are skipped). Estimated from the stage times of the runs that
+# chose this recipe (shared 2-core CPU, 1 thread each, under load): about 65 min (rendering
+# the clips 3.5 min, VAE 11 min beside CAVP 30 min, latents 0.6 min, CFM 15 min, pairs 2.6 min,
+# reflow 6 min, distill 5 min; the bundle's provenance holds the per-stage times and losses).
 #
 #   bash scripts/train_default.sh                 # -> frieren/assets/default (+ $RUN_DIR/bundle_cfm, bundle_reflow)
 #   .venv/bin/frieren eval --clips 64 --classifier-clips 80 --out docs/eval    # the Table-2 style table
@@ -27,11 +28,16 @@
 #   at impact frames went 0.34 -> 0.47 (48 held-out clips, majority class 0.40;
 #   python benchmarks/cavp_probe.py runs/default_v2/cavp/final.pt runs/default_v3/cavp/final.pt).
 # * CFM 4000 steps (loss still falling at 3400).
-# Distilled 1-step model, previous recipe -> this one (`frieren eval`, 64 held-out clips):
-# onset F1 +-125 ms 0.631 -> 0.656, +-45 ms 0.498 -> 0.526, material accuracy 0.351 -> 0.374,
-# FD (log-mel) 7.4 -> 4.2, mel L1 0.388 -> 0.334.
+# * CAVP 4000 steps (v4; v3 had 2000): at 2000 every term of the CAVP loss was still falling,
+#   and the features, not the flow model, limited sync (the CAVP's own event head placed onsets
+#   at F1 +-125 0.60, the flow model made 0.66 of them). Doubling the CFM instead improved FD but
+#   not sync. docs/eval/experiments/training_length/.
+# Distilled 1-step model, v2 -> v3 -> v4 (`frieren eval`, 64 held-out clips):
+# onset F1 +-125 ms 0.631 -> 0.656 -> 0.678, +-45 ms 0.498 -> 0.526 -> 0.560, material accuracy
+# 0.351 -> 0.374 -> 0.378, FD (log-mel) 7.4 -> 4.2 -> 3.8, mel L1 0.388 -> 0.334 -> 0.315.
 #
-# --max-minutes is only a safety net (no stage came near it in the shipped run).
+# --max-minutes is only a safety net (no stage came near it in the shipped run; a stage that
+# hit it would stop early and give other weights).
 #
 # Threads: one torch thread by default. On this shared 2-core machine two threads were
 # 2-3x *slower* per step whenever other processes ran (OpenMP threads spin-waiting for a
@@ -39,7 +45,7 @@
 # last bits, as float reductions are ordered differently).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUN_DIR=${RUN_DIR:-runs/default_v3}
+RUN_DIR=${RUN_DIR:-runs/default_v4}
 OUT=${OUT:-frieren/assets/default}
 THREADS=${FRIEREN_TRAIN_THREADS:-1}
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
@@ -49,12 +55,12 @@ export FRIEREN_TRAIN_SCRIPT=scripts/train_default.sh
     --run-dir "$RUN_DIR" --out "$OUT" --preset tiny --seed 0 --threads "$THREADS" \
     --synthetic 300 --synthetic-seed 1000 --clip-seconds 8 --window-stride 2 \
     --vae-steps 4000 --vae-batch-size 16 \
-    --cavp-steps 2000 --cavp-batch-size 16 --cavp-event-weight 1.0 --cavp-event-slots 4 --cavp-event-flux-bands 20 \
+    --cavp-steps 4000 --cavp-batch-size 16 --cavp-event-weight 1.0 --cavp-event-slots 4 --cavp-event-flux-bands 20 \
     --cfm-steps 4000 --cfm-batch-size 32 \
     --reflow-pairs 1536 --teacher-steps 25 --cfg-scale 4.5 \
     --reflow-steps 1000 --reflow-batch-size 32 \
     --distill-steps 800 --distill-batch-size 32 \
-    --weight-floor 0.05 --max-minutes 40 "$@"
+    --weight-floor 0.05 --max-minutes 90 --side-by-side "$@"
 # The teacher and reflow stages as bundles too, for `frieren eval` (its defaults point here).
 for stage in cfm reflow; do
   .venv/bin/python -m frieren.train_cli bundle --run-dir "$RUN_DIR" --preset tiny --threads "$THREADS" \
