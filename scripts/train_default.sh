@@ -6,10 +6,12 @@
 # audio-event head) -> CFM -> reflow pairs (25 Euler steps, CFG 4.5) -> reflow -> one-step
 # distillation -> bundle. All seeds are fixed and a rerun with the same thread count gives
 # bit-identical weights (also with --side-by-side: each stage seeds itself); an interrupted
-# run resumes (finished stages are skipped). Estimated from the stage times of the runs that
-# chose this recipe (shared 2-core CPU, 1 thread each, under load): about 65 min (rendering
-# the clips 3.5 min, VAE 11 min beside CAVP 30 min, latents 0.6 min, CFM 15 min, pairs 2.6 min,
-# reflow 6 min, distill 5 min; the bundle's provenance holds the per-stage times and losses).
+# run resumes (finished stages are skipped). Measured from nothing on the shared 2-core CPU,
+# 1 thread per process: 76 min, with other jobs on the same cores for its first 40 min
+# (rendering the clips 3.1 min, VAE beside CAVP 42.5 min, latents 0.4 min, CFM 13.5 min, pairs
+# 4.5 min, reflow 6.6 min, distill 5.1 min; the bundle's provenance holds them and the losses).
+# Alone the CAVP takes about 32 min (0.45-0.5 s per step), so about 65 min in all. That run's
+# bundle was bit-identical to the shipped one.
 #
 #   bash scripts/train_default.sh                 # -> frieren/assets/default (+ $RUN_DIR/bundle_cfm, bundle_reflow)
 #   .venv/bin/frieren eval --clips 64 --classifier-clips 80 --out docs/eval    # the Table-2 style table
