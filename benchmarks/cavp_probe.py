@@ -71,11 +71,11 @@ def load_stage_state(checkpoint: str) -> Dict[str, torch.Tensor]:
                          "(expected a 'frieren train cavp' final.pt)")
 
 
-def cavp_encoder(checkpoint: str, preset):
-    """The video branch of a CAVP stage checkpoint, in eval mode."""
+def cavp_encoder(checkpoint: str, preset, state: Optional[Dict[str, torch.Tensor]] = None):
+    """The video branch of a CAVP stage checkpoint (``state``: its already loaded state dict), in eval mode."""
     from frieren.models.cavp import CAVPVideoEncoder
 
-    state = load_stage_state(checkpoint)
+    state = load_stage_state(checkpoint) if state is None else state
     video = {k[len("video."):]: v for k, v in state.items() if k.startswith("video.")}
     enc = CAVPVideoEncoder(preset.cavp)
     try:
@@ -116,7 +116,7 @@ def event_head_sync(checkpoint: str, preset, clips, slots: int, tune_clips: int)
     if "event_head.weight" not in state:
         return None
     weight, bias = state["event_head.weight"][:slots], state["event_head.bias"][:slots]
-    enc = cavp_encoder(checkpoint, preset)
+    enc = cavp_encoder(checkpoint, preset, state)
     sr = preset.geometry.sample_rate
     slot_len = preset.geometry.samples_per_frame // slots
     series, events = [], []
