@@ -41,7 +41,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+import threading
 import time
 from typing import List, Optional
 
@@ -157,9 +159,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # entry points
 # --------------------------------------------------------------------------------------
 
-def _cavp_stage_process(args: argparse.Namespace) -> None:
+def _exit_with_parent(parent_pid: int, poll_s: float = 1.0) -> None:
+    """Stop this process once the process that started it is gone (killed without the chance
+    to stop its children, e.g. by SIGTERM or SIGKILL): an orphaned stage would go on using a
+    core and writing checkpoints nobody waits for."""
+    while True:
+        time.sleep(poll_s)
+        if os.getppid() != parent_pid:
+            log.error("the training process that started this CAVP stage (pid %d) is gone; stopping. "
+                      "Rerun the same command to resume from the last checkpoint.", parent_pid)
+            logging.shutdown()
+            os._exit(1)
+
+
+def _cavp_stage_process(args: argparse.Namespace, parent_pid: int) -> None:
     """Entry point of the side-by-side CAVP process (spawned: a fresh interpreter)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    threading.Thread(target=_exit_with_parent, args=(parent_pid,), name="parent-watch", daemon=True).start()
     torch.set_num_threads(args.threads)
     stage_cavp(Run(args), current_hparams(args)["cavp"])
 
@@ -174,7 +190,7 @@ def _vae_and_cavp_side_by_side(r: Run, hps: dict) -> None:
         stage_vae(r, hps["vae"])
         stage_cavp(r, hps["cavp"])
         return
-    child = multiprocessing.get_context("spawn").Process(target=_cavp_stage_process, args=(r.args,),
+    child = multiprocessing.get_context("spawn").Process(target=_cavp_stage_process, args=(r.args, os.getpid()),
                                                          name="cavp-stage")
     child.start()
     log.info("CAVP stage runs side by side in process %d", child.pid)

@@ -34,3 +34,53 @@ def test_side_by_side_gives_the_sequential_weights(tmp_path):
     # a rerun finds both stages finished and trains nothing
     assert train_cli.main(_default_args(par, tmp_path / "b_par", "--side-by-side")) == 0
     assert (par / "cavp" / "log.jsonl").read_text().count("\n") == (seq / "cavp" / "log.jsonl").read_text().count("\n")
+
+
+def _running(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie (an orphan's exit is reaped by whoever
+    adopted it, which in a container may be slow to do so)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def test_the_cavp_process_stops_when_the_training_process_is_killed(tmp_path):
+    """SIGKILL gives the parent no chance to stop its child: the child notices and exits."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = _default_args(tmp_path / "run", tmp_path / "bundle", "--side-by-side",
+                         "--vae-steps", "100000", "--cavp-steps", "100000")
+    proc = subprocess.Popen([sys.executable, "-m", "frieren.train_cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    child = None
+    try:
+        for line in proc.stdout:
+            m = re.search(r"CAVP stage runs side by side in process (\d+)", line)
+            if m:
+                child = int(m.group(1))
+                break
+        assert child is not None, "the side-by-side CAVP process never started"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if not _running(child):
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError(f"the CAVP process {child} outlived the killed training process")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if child is not None:
+            try:
+                os.kill(child, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
