@@ -73,6 +73,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--csv", help="VGGSound-style manifest (id, start, label, split) inside --data-dir")
     p.add_argument("--csv-split", help="keep only rows of this split (4th column)")
     p.add_argument("--window-stride", type=int, default=2, help="frames between training windows")
+    p.add_argument("--data-workers", type=int, default=1, metavar="N",
+                   help="processes that render / decode clips into the clip cache (default 1; the cache is "
+                        "the same for any N)")
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation, batches and noise")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--device", help="cpu / cuda (default: cuda:LOCAL_RANK if available)")

@@ -22,6 +22,7 @@ Pipeline (every step caches to disk and resumes; a rerun skips finished items):
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import json
 import logging
@@ -54,7 +55,8 @@ class ClipItem:
     """One clip to cache: ``load()`` -> (frames uint8 (N, 3, S, S) on the audio clock,
     mono audio float32 (num_samples,) at the preset's rate), or a third element: per visual
     frame the struck material's class index, int64 (N,), -1 where nothing strikes (synthetic
-    clips only; real videos have no such labels)."""
+    clips only; real videos have no such labels). The sources here build ``load`` from
+    module-level functions so that items can be sent to worker processes."""
     key: str
     load: Callable[[], Tuple[np.ndarray, ...]]
 
@@ -127,41 +129,42 @@ def frame_materials(events, materials: Sequence[str], num_frames: int, frame_per
 
 def synthetic_source(num_clips: int, seed0: int, preset: Preset, scene=None) -> List[ClipItem]:
     """Synthetic clips rendered in memory: seeds ``seed0 .. seed0 + num_clips - 1``."""
-    from frieren.synth import SceneConfig, render_clip
+    from frieren.synth import SceneConfig
 
     scene = scene or SceneConfig(sample_rate=preset.geometry.sample_rate)
     if scene.sample_rate != preset.geometry.sample_rate:
         raise ValueError(f"scene sample rate {scene.sample_rate} != preset {preset.geometry.sample_rate}")
+    return [ClipItem(f"synth_{seed0 + i:06d}", functools.partial(_render_synthetic, seed0 + i, scene, preset))
+            for i in range(num_clips)]
+
+
+def _render_synthetic(seed: int, scene, preset: Preset) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One synthetic clip as (frames uint8 (N, 3, S, S), audio float32, material per frame)."""
+    from frieren.synth import render_clip
+
+    g = preset.geometry
+    clip = render_clip(seed, scene)
+    n = clip.audio.shape[0] // g.samples_per_frame
+    idx = audio_clock_indices(n, g.frame_period_s, clip.fps, clip.frames.shape[0])
+    frames = np.stack([_preprocess_uint8(clip.frames[i], preset.cavp.image_size) for i in idx])
+    labels = frame_materials(clip.events, list(scene.materials), n, g.frame_period_s)
+    return frames, clip.audio.astype(np.float32), labels
+
+
+def _load_video(video: Path, preset: Preset, audio_path: Optional[Path] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """A video file (and optional separate audio file) as (frames uint8 (N, 3, S, S) on the
+    audio clock, mono audio float32 at the preset's rate)."""
+    from frieren.audio import load_audio
+    from frieren.video_io import sample_video, video_duration
+
     g = preset.geometry
     size = preset.cavp.image_size
-
-    def loader(seed: int):
-        def load():
-            clip = render_clip(seed, scene)
-            n = clip.audio.shape[0] // g.samples_per_frame
-            idx = audio_clock_indices(n, g.frame_period_s, clip.fps, clip.frames.shape[0])
-            frames = np.stack([_preprocess_uint8(clip.frames[i], size) for i in idx])
-            labels = frame_materials(clip.events, list(scene.materials), n, g.frame_period_s)
-            return frames, clip.audio.astype(np.float32), labels
-        return load
-
-    return [ClipItem(f"synth_{seed0 + i:06d}", loader(seed0 + i)) for i in range(num_clips)]
-
-
-def _video_loader(video: Path, preset: Preset, audio_path: Optional[Path] = None):
-    def load():
-        from frieren.audio import load_audio
-        from frieren.video_io import sample_video, video_duration
-
-        g = preset.geometry
-        size = preset.cavp.image_size
-        audio = load_audio(audio_path or video, g.sample_rate)[0].numpy().astype(np.float32)
-        duration = min(video_duration(video), audio.shape[0] / g.sample_rate)
-        n = max(1, int(math.floor(duration * g.sample_rate / g.samples_per_frame + 1e-6)))
-        times = np.arange(n) * g.frame_period_s
-        sv = sample_video(video, times, transform=lambda rgb: _preprocess_uint8(rgb, size))
-        return sv.frames, audio
-    return load
+    audio = load_audio(audio_path or video, g.sample_rate)[0].numpy().astype(np.float32)
+    duration = min(video_duration(video), audio.shape[0] / g.sample_rate)
+    n = max(1, int(math.floor(duration * g.sample_rate / g.samples_per_frame + 1e-6)))
+    times = np.arange(n) * g.frame_period_s
+    sv = sample_video(video, times, transform=functools.partial(_preprocess_uint8, size=size))
+    return sv.frames, audio
 
 
 def folder_source(folder: os.PathLike, preset: Preset, files: Optional[Sequence[Path]] = None) -> List[ClipItem]:
@@ -178,7 +181,7 @@ def folder_source(folder: os.PathLike, preset: Preset, files: Optional[Sequence[
     items = []
     for v in videos:
         wav = v.with_suffix(".wav")
-        items.append(ClipItem(v.stem, _video_loader(v, preset, wav if wav.is_file() else None)))
+        items.append(ClipItem(v.stem, functools.partial(_load_video, v, preset, wav if wav.is_file() else None)))
     return items
 
 
@@ -227,47 +230,70 @@ def _atomic_torch_save(obj, path: Path) -> None:
 
 
 def build_clip_cache(items: Sequence[ClipItem], cache_dir: os.PathLike, preset: Preset,
-                     progress: bool = True) -> List[Path]:
+                     progress: bool = True, workers: int = 1) -> List[Path]:
     """Cache every item as ``clips/NNNNN.pt`` (skipping finished ones); returns the paths.
-    A clip that cannot be read is skipped with a warning naming it."""
+    A clip that cannot be read is skipped with a warning naming it. ``workers > 1`` loads
+    clips in that many spawned processes (one torch thread each); each file depends only on
+    its item, so the cache is the same for any number of workers."""
     from tqdm import tqdm
-
-    from frieren.audio import MelFrontend
 
     out = Path(cache_dir) / "clips"
     out.mkdir(parents=True, exist_ok=True)
-    mel_fe = MelFrontend(preset.mel)
+    paths = [out / f"{i:05d}.pt" for i in range(len(items))]
+    todo = [i for i, path in enumerate(paths) if not path.is_file()]
+    errors = {}
+    bar = tqdm(total=len(items), initial=len(items) - len(todo), desc="clip cache", unit="clip",
+               disable=not progress, mininterval=2)
+    if workers > 1 and len(todo) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        with ProcessPoolExecutor(min(workers, len(todo)), mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=torch.set_num_threads, initargs=(1,)) as pool:
+            futures = {pool.submit(_cache_clip, items[i], paths[i], preset): i for i in todo}
+            for future in as_completed(futures):
+                error = future.result()
+                if error is not None:
+                    errors[futures[future]] = error
+                bar.update(1)
+    else:
+        for i in todo:
+            error = _cache_clip(items[i], paths[i], preset)
+            if error is not None:
+                errors[i] = error
+            bar.update(1)
+    bar.close()
+    for i in sorted(errors):
+        log.warning("skipping %s: %s", items[i].key, errors[i])
+    if errors:
+        log.warning("%d clips could not be read: %s", len(errors), ", ".join(items[i].key for i in sorted(errors)[:10]))
+    kept = [path for i, path in enumerate(paths) if i not in errors]
+    if not kept:
+        raise RuntimeError("no usable clip: every source item failed to load")
+    return kept
+
+
+def _cache_clip(item: ClipItem, path: Path, preset: Preset) -> Optional[str]:
+    """Load one item and write it to ``path``; returns None, or why the clip was skipped."""
+    from frieren.audio import MelFrontend
+
     g = preset.geometry
     m = g.latents_per_frame * g.mel_per_latent
-    paths: List[Path] = []
-    skipped = []
-    for i, item in enumerate(tqdm(items, desc="clip cache", unit="clip", disable=not progress, mininterval=2)):
-        path = out / f"{i:05d}.pt"
-        if path.is_file():
-            paths.append(path)
-            continue
-        try:
-            loaded = item.load()
-            frames, audio, labels = _fit_length(*loaded[:2], preset, g.frames_per_window,
-                                                loaded[2] if len(loaded) > 2 else None)
-        except Exception as error:  # noqa: BLE001 - a bad user file must not stop the run
-            log.warning("skipping %s: %s", item.key, error)
-            skipped.append(item.key)
-            continue
-        with torch.no_grad():
-            mel = mel_fe(torch.from_numpy(np.ascontiguousarray(audio))[None])[0]
-        assert mel.shape[1] == frames.shape[0] * m, f"{item.key}: mel {tuple(mel.shape)} vs {frames.shape[0]} frames"
-        entry = {"key": item.key, "frames": torch.from_numpy(np.ascontiguousarray(frames)),
-                 "mel": mel.float().contiguous()}
-        if labels is not None:
-            entry["frame_material"] = torch.from_numpy(labels)
-        _atomic_torch_save(entry, path)
-        paths.append(path)
-    if skipped:
-        log.warning("%d clips could not be read: %s", len(skipped), ", ".join(skipped[:10]))
-    if not paths:
-        raise RuntimeError("no usable clip: every source item failed to load")
-    return paths
+    try:
+        loaded = item.load()
+        frames, audio, labels = _fit_length(*loaded[:2], preset, g.frames_per_window,
+                                            loaded[2] if len(loaded) > 2 else None)
+    except Exception as error:  # noqa: BLE001 - a bad user file must not stop the run
+        return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    with torch.no_grad():
+        mel = MelFrontend(preset.mel)(torch.from_numpy(np.ascontiguousarray(audio))[None])[0]
+    assert mel.shape[1] == frames.shape[0] * m, f"{item.key}: mel {tuple(mel.shape)} vs {frames.shape[0]} frames"
+    entry = {"key": item.key, "frames": torch.from_numpy(np.ascontiguousarray(frames)),
+             "mel": mel.float().contiguous()}
+    if labels is not None:
+        entry["frame_material"] = torch.from_numpy(labels)
+    _atomic_torch_save(entry, path)
+    return None
 
 
 def load_clip_cache(paths: Sequence[Path]) -> List[ClipData]:

@@ -61,7 +61,8 @@ class Run:
                 scene = SceneConfig(duration_s=a.clip_seconds, sample_rate=self.preset.geometry.sample_rate)
                 items = synthetic_source(a.synthetic, a.synthetic_seed, self.preset, scene)
             if self.ctx.is_main:
-                paths = build_clip_cache(items, cache, self.preset, progress=self.progress)
+                paths = build_clip_cache(items, cache, self.preset, progress=self.progress,
+                                         workers=max(1, getattr(a, "data_workers", 1)))
             barrier(self.ctx)
             if not self.ctx.is_main:
                 paths = build_clip_cache(items, cache, self.preset, progress=False)

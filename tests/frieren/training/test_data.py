@@ -98,3 +98,29 @@ def test_labelled_clips_keep_their_labels_through_padding_and_windows(tmp_path):
     unlabelled = load_clip_cache(build_clip_cache(_items([]), tmp_path / "u", P, progress=False))
     assert not WindowData(unlabelled, window_index(unlabelled, G.frames_per_window, 1),
                           G.frames_per_window, 8).has_frame_material()
+
+
+def _unreadable_clip():
+    raise ValueError("moov atom not found")
+
+
+def test_clip_cache_with_workers_equals_the_sequential_cache(tmp_path, caplog):
+    """Rendering in spawned worker processes writes the same files; a bad item is skipped
+    with a warning naming it, the others are kept."""
+    import functools
+
+    from frieren.synth import SceneConfig
+    from frieren.training.data import synthetic_source
+
+    scene = SceneConfig(duration_s=2.5, sample_rate=G.sample_rate)
+    items = synthetic_source(3, 11, P, scene)
+    items.insert(1, ClipItem("broken", functools.partial(_unreadable_clip)))
+    seq = build_clip_cache(items, tmp_path / "seq", P, progress=False)
+    with caplog.at_level("WARNING"):
+        par = build_clip_cache(items, tmp_path / "par", P, progress=False, workers=2)
+    assert [p.name for p in par] == [p.name for p in seq] == ["00000.pt", "00002.pt", "00003.pt"]
+    assert "broken" in caplog.text and "moov atom not found" in caplog.text
+    for a, b in zip(load_clip_cache(seq), load_clip_cache(par)):
+        assert a.key == b.key
+        assert torch.equal(a.frames, b.frames) and torch.equal(a.mel, b.mel)
+        assert torch.equal(a.frame_material, b.frame_material)
