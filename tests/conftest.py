@@ -71,3 +71,16 @@ def make_test_video(path: Path, seconds: float, fps: int = 30, width: int = 640,
         for packet in stream.encode():
             out.mux(packet)
     return path
+
+
+@pytest.fixture(scope="session")
+def benchmark_module():
+    """Loads a script of ``benchmarks/`` (not a package) as a module: ``benchmark_module("cavp_probe")``."""
+    import importlib.util
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "benchmarks" / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+    return load

@@ -1,9 +1,7 @@
 """benchmarks/cavp_probe.py: linear probes on CAVP features and on the raw-pixel baseline."""
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -11,17 +9,9 @@ import torch
 from frieren.config import get_preset
 from frieren.models.cavp import CAVPVideoEncoder
 
-ROOT = Path(__file__).resolve().parents[3]
 
 
-def _probe_module():
-    spec = importlib.util.spec_from_file_location("cavp_probe", ROOT / "benchmarks" / "cavp_probe.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_probe_reads_a_stage_checkpoint_and_the_raw_baseline(tmp_path):
+def test_probe_reads_a_stage_checkpoint_and_the_raw_baseline(tmp_path, benchmark_module):
     torch.set_num_threads(1)
     preset = get_preset("tiny")
     torch.manual_seed(0)
@@ -29,7 +19,7 @@ def test_probe_reads_a_stage_checkpoint_and_the_raw_baseline(tmp_path):
     ck = tmp_path / "final.pt"
     torch.save({"state": {f"video.{k}": v for k, v in enc.state_dict().items()}}, ck)
     out = tmp_path / "probe.json"
-    mod = _probe_module()
+    mod = benchmark_module("cavp_probe")
     assert mod.main([str(ck), "--raw-baseline", "--clips", "4", "--train-clips", "2", "--seconds", "3",
                      "--json", str(out)]) == 0
     rows = json.loads(out.read_text())
@@ -45,18 +35,18 @@ def test_probe_reads_a_stage_checkpoint_and_the_raw_baseline(tmp_path):
     assert mod.raw_pixel_features(frames).shape == (frames.shape[0], 6 * 8 * 8)
 
 
-def test_unreadable_checkpoint_names_the_problem(tmp_path):
+def test_unreadable_checkpoint_names_the_problem(tmp_path, benchmark_module):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
     try:
-        _probe_module().cavp_features(str(bad), get_preset("tiny"))
+        benchmark_module("cavp_probe").cavp_features(str(bad), get_preset("tiny"))
     except SystemExit as exc:
         assert "cannot read CAVP stage checkpoint" in str(exc) and "final.pt" in str(exc)
     else:
         raise AssertionError("no error for an unreadable checkpoint")
 
 
-def test_checkpoint_of_another_cavp_layout_names_the_preset(tmp_path):
+def test_checkpoint_of_another_cavp_layout_names_the_preset(tmp_path, benchmark_module):
     import dataclasses
 
     preset = get_preset("tiny")
@@ -64,14 +54,14 @@ def test_checkpoint_of_another_cavp_layout_names_the_preset(tmp_path):
     ck = tmp_path / "final.pt"
     torch.save({"state": {f"video.{k}": v for k, v in CAVPVideoEncoder(other).state_dict().items()}}, ck)
     try:
-        _probe_module().cavp_features(str(ck), preset)
+        benchmark_module("cavp_probe").cavp_features(str(ck), preset)
     except SystemExit as exc:
         assert "does not fit the preset's CAVP" in str(exc) and "--preset" in str(exc)
     else:
         raise AssertionError("no error for a checkpoint of another CAVP layout")
 
 
-def test_event_head_read_out_scores_onsets_when_the_checkpoint_has_a_head(tmp_path):
+def test_event_head_read_out_scores_onsets_when_the_checkpoint_has_a_head(tmp_path, benchmark_module):
     torch.set_num_threads(1)
     preset = get_preset("tiny")
     torch.manual_seed(0)
@@ -83,7 +73,7 @@ def test_event_head_read_out_scores_onsets_when_the_checkpoint_has_a_head(tmp_pa
     torch.save({"state": {**state, "event_head.weight": head.weight.detach(), "event_head.bias": head.bias.detach()}},
                ck_head)
     out = tmp_path / "probe.json"
-    mod = _probe_module()
+    mod = benchmark_module("cavp_probe")
     assert mod.main([str(ck_plain), str(ck_head), "--clips", "4", "--train-clips", "2", "--seconds", "3",
                      "--json", str(out)]) == 0
     plain, with_head = json.loads(out.read_text())
