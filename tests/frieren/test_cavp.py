@@ -84,8 +84,13 @@ def test_features(model, io):
     video = io["video"]
     out = model(video, normalize=True)
     torch.testing.assert_close(out, io["features"], atol=ATOL, rtol=RTOL)
+    # The unnormalised features have the backbone's magnitude (tens): the reference README
+    # measured up to 5.5e-5 absolute (7e-7 of the max) between thread counts alone, so they
+    # are compared like the intermediates, relative to the tensor's max; on this CPU
+    # (AMD EPYC) the largest difference was 2.1e-5 (5e-7 of the max).
     out_u = model(video, normalize=False)
-    torch.testing.assert_close(out_u, io["features_unnormalized"], atol=ATOL, rtol=RTOL)
+    assert out_u.shape == io["features_unnormalized"].shape
+    assert _rel_max(out_u, io["features_unnormalized"]) < REL_MAX
 
 
 @torch.no_grad()
