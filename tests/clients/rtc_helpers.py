@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import time
+from fractions import Fraction
 from typing import List, Optional
 
 import numpy as np
@@ -55,16 +57,29 @@ async def running_server(worker, **overrides):
 
 
 class Peer:
-    """An aiortc client: sends looping synthetic video, records the audio it gets back."""
+    """An aiortc client: sends looping synthetic video (``fps``, default 30), records the audio
+    it gets back."""
 
-    def __init__(self, frames: np.ndarray) -> None:
+    def __init__(self, frames: np.ndarray, fps: int = 30) -> None:
         from aiortc import RTCConfiguration, RTCPeerConnection, VideoStreamTrack
+        from aiortc.mediastreams import MediaStreamError
         import av
 
         class _Video(VideoStreamTrack):
+            """Loops ``rgb`` at ``fps`` frames per second on the 90 kHz RTP clock."""
+
             def __init__(self, rgb):
                 super().__init__()
-                self.rgb, self.i = rgb, 0
+                self.rgb, self.i, self.t0 = rgb, 0, None
+
+            async def next_timestamp(self):
+                if self.readyState != "live":
+                    raise MediaStreamError
+                if self.t0 is None:
+                    self.t0 = time.monotonic()
+                due = self.t0 + self.i / fps
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
+                return self.i * 90000 // fps, Fraction(1, 90000)
 
             async def recv(self):
                 pts, time_base = await self.next_timestamp()
