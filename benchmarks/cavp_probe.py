@@ -6,7 +6,9 @@ on the first ``--train-clips`` clips, scored on the rest:
 
 * material: softmax regression from the feature of the frame holding an isolated impact
   (the material classifier's samples, :func:`frieren.eval.materials.impact_samples`) to
-  the struck material; reported with the majority-class rate of the test impacts.
+  the struck material; reported with the majority-class rate of the test impacts. A second
+  read-out adds the next frame's feature (that frame is shot 0 to one period after the
+  impact, when the struck object is still near where it hit; ``benchmarks/visual_ceiling.py``).
 * onset: logistic regression "this frame holds an onset event" (impact or continuous
   start); reported as ROC AUC.
 
@@ -18,6 +20,7 @@ on the first ``--train-clips`` clips, scored on the rest:
 previous one, average-pooled to 8x8): what a linear read-out of the input itself reaches.
 
     python benchmarks/cavp_probe.py runs/default_v4/cavp/final.pt [more checkpoints] [--raw-baseline] [--json out.json]
+    python benchmarks/cavp_probe.py frieren/assets/default      # a bundle: its video branch (no event head)
 
 Measured with it (48 clips, 32 to train): material 0.34 for the CAVP with the onset and
 loudness head, 0.47 with onset slots and onset spectrum (majority class 0.40); onset AUC 0.92.
@@ -63,12 +66,27 @@ def _auc(score: np.ndarray, label: np.ndarray) -> float:
 
 
 def load_stage_state(checkpoint: str) -> Dict[str, torch.Tensor]:
-    """The state dict of a CAVP stage checkpoint (video branch, audio branch, training heads)."""
+    """The state dict of a CAVP stage checkpoint (video branch, audio branch, training heads),
+    or, for a model bundle directory (``frieren/assets/default``), its video branch alone."""
+    from pathlib import Path
+
+    bundle = Path(checkpoint)
+    if bundle.is_dir():
+        from frieren.checkpoints import WEIGHTS_FILE
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            weights = load_file(str(bundle / WEIGHTS_FILE))
+        except (OSError, SafetensorError) as error:
+            raise SystemExit(f"cannot read the bundle's weights {bundle / WEIGHTS_FILE}: {error} "
+                             "(expected a model bundle directory, e.g. frieren/assets/default)")
+        return {"video." + k[len("cavp."):]: v for k, v in weights.items() if k.startswith("cavp.")}
     try:
         return torch.load(checkpoint, map_location="cpu", weights_only=False)["state"]
     except (OSError, KeyError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as error:
         raise SystemExit(f"cannot read CAVP stage checkpoint {checkpoint}: {error} "
-                         "(expected a 'frieren train cavp' final.pt)")
+                         "(expected a 'frieren train cavp' final.pt or a model bundle directory)")
 
 
 def cavp_encoder(checkpoint: str, preset, state: Optional[Dict[str, torch.Tensor]] = None):
@@ -169,24 +187,31 @@ def probe(name: str, features: Callable[[torch.Tensor], np.ndarray], clips, pres
             feats.append(f)
             onset.append(on)
             clip_of.append(np.full(n, ci))
-            imp += [(ci, f[s // spf], materials.index(m)) for s, m in zip(c.impacts, c.materials) if s // spf < n]
+            imp += [(ci, f[s // spf], materials.index(m), f[min(s // spf + 1, n - 1)])
+                    for s, m in zip(c.impacts, c.materials) if s // spf < n]
     x, on, cl = np.concatenate(feats), np.concatenate(onset), np.concatenate(clip_of)
-    train = np.array([ci < train_clips for ci, _, _ in imp])
-    fx = np.stack([v for _, v, _ in imp])
-    fy = np.array([m for _, _, m in imp])
+    train = np.array([ci < train_clips for ci, _, _, _ in imp])
+    fx = np.stack([v for _, v, _, _ in imp])
+    fy = np.array([m for _, _, m, _ in imp])
     clf = _fit_linear(fx[train], fy[train], len(materials))
     material_acc = float((clf(fx[~train]).argmax(1).numpy() == fy[~train]).mean())
+    # the frame after the impact's frame shows the scene 0..1 period after the impact
+    fxn = np.concatenate([fx, np.stack([v for _, _, _, v in imp])], 1)
+    clf_next = _fit_linear(fxn[train], fy[train], len(materials))
+    material_acc_next = float((clf_next(fxn[~train]).argmax(1).numpy() == fy[~train]).mean())
     majority = float(np.bincount(fy[~train]).max() / max(1, (~train).sum()))
     tr = cl < train_clips
     det = _fit_linear(x[tr], on[tr].astype(np.int64), 2)
     auc = _auc(torch.softmax(det(x[~tr]), 1)[:, 1].numpy(), on[~tr])
-    return {"features": name, "material_acc": material_acc, "material_majority": majority,
+    return {"features": name, "material_acc": material_acc, "material_acc_with_next_frame": material_acc_next,
+            "material_majority": majority,
             "test_impacts": int((~train).sum()), "onset_auc": auc}
 
 
 def main(argv: List[str] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("checkpoints", nargs="*", help="CAVP stage checkpoints (runs/.../cavp/final.pt)")
+    ap.add_argument("checkpoints", nargs="*", help="CAVP stage checkpoints (runs/.../cavp/final.pt) or "
+                                                  "model bundle directories (frieren/assets/default)")
     ap.add_argument("--raw-baseline", action="store_true",
                     help="also probe raw pixels (8x8 frame + frame difference): what a linear read-out "
                          "of the input itself reaches")
@@ -218,7 +243,8 @@ def main(argv: List[str] = None) -> int:
         named.append(("raw pixels", raw_pixel_features))
     for name, features in named:
         r = probe(name, features, clips, preset, args.train_clips)
-        line = (f"{name}: material {r['material_acc']:.3f} (majority {r['material_majority']:.3f}, "
+        line = (f"{name}: material {r['material_acc']:.3f} (with the next frame's features "
+                f"{r['material_acc_with_next_frame']:.3f}; majority {r['material_majority']:.3f}, "
                 f"{r['test_impacts']} impacts), onset AUC {r['onset_auc']:.3f}")
         if name in args.checkpoints:
             sync = event_head_sync(name, preset, clips, args.event_slots, args.train_clips)

@@ -26,6 +26,7 @@ def test_probe_reads_a_stage_checkpoint_and_the_raw_baseline(tmp_path, benchmark
     assert [r["features"] for r in rows] == [str(ck), "raw pixels"]
     for r in rows:
         assert 0.0 <= r["material_acc"] <= 1.0 and 0.0 < r["material_majority"] <= 1.0
+        assert 0.0 <= r["material_acc_with_next_frame"] <= 1.0
         assert r["test_impacts"] > 0 and (np.isnan(r["onset_auc"]) or 0.0 <= r["onset_auc"] <= 1.0)
     # the features really are the checkpoint's encoder
     frames = torch.rand(preset.geometry.frames_per_window, 3, preset.cavp.image_size, preset.cavp.image_size)
@@ -84,3 +85,27 @@ def test_event_head_read_out_scores_onsets_when_the_checkpoint_has_a_head(tmp_pa
     # a series with three local maxima, one below the threshold
     series = np.array([0.0, 2.0, 1.0, 0.5, 3.0, 0.0, 0.2, 0.1])
     assert mod._peaks(series, 0.3).tolist() == [1, 4]
+
+
+def test_a_bundle_directory_gives_its_video_branch(tmp_path, benchmark_module):
+    from frieren.bundles import DEFAULT_BUNDLE
+    from frieren.checkpoints import WEIGHTS_FILE
+    from safetensors.torch import load_file
+
+    mod = benchmark_module("cavp_probe")
+    preset = get_preset("tiny")
+    enc = mod.cavp_encoder(str(DEFAULT_BUNDLE), preset)
+    shipped = {k[len("cavp."):]: v for k, v in load_file(str(DEFAULT_BUNDLE / WEIGHTS_FILE)).items()
+               if k.startswith("cavp.")}
+    for k, v in enc.state_dict().items():
+        assert torch.equal(v, shipped[k]), k
+    assert mod.event_head_sync(str(DEFAULT_BUNDLE), preset, [], 4, 1) is None   # bundles carry no event head
+    broken = tmp_path / "bundle"
+    broken.mkdir()
+    (broken / WEIGHTS_FILE).write_bytes(b"not safetensors")
+    try:
+        mod.load_stage_state(str(broken))
+    except SystemExit as exc:
+        assert "cannot read the bundle's weights" in str(exc) and "bundle directory" in str(exc)
+    else:
+        raise AssertionError("no error for a broken bundle")
