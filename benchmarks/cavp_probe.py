@@ -72,16 +72,14 @@ def load_stage_state(checkpoint: str) -> Dict[str, torch.Tensor]:
 
     bundle = Path(checkpoint)
     if bundle.is_dir():
-        from frieren.checkpoints import WEIGHTS_FILE
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
+        from frieren.checkpoints import CheckpointError, load_bundle
 
         try:
-            weights = load_file(str(bundle / WEIGHTS_FILE))
-        except (OSError, SafetensorError) as error:
-            raise SystemExit(f"cannot read the bundle's weights {bundle / WEIGHTS_FILE}: {error} "
+            stack, _ = load_bundle(bundle)
+        except CheckpointError as error:
+            raise SystemExit(f"cannot read the bundle's weights in {bundle}: {error} "
                              "(expected a model bundle directory, e.g. frieren/assets/default)")
-        return {"video." + k[len("cavp."):]: v for k, v in weights.items() if k.startswith("cavp.")}
+        return {"video." + k: v for k, v in stack.cavp.state_dict().items()}
     try:
         return torch.load(checkpoint, map_location="cpu", weights_only=False)["state"]
     except (OSError, KeyError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as error:
