@@ -146,10 +146,10 @@ def train(args, preset, out: Path):
 
 
 def held_out(seeds: Sequence[int], seconds: float, preset, scaler: OracleScaler):
-    """The evaluation's clips and their oracle features (rendered once more for the event list)."""
+    """The evaluation's clips and their oracle features."""
     from frieren.audio import MelFrontend
     from frieren.eval.table import render_clips
-    from frieren.synth import SceneConfig, render_clip
+    from frieren.synth import SceneConfig
     from frieren.training.data import frame_materials
 
     g = preset.geometry
@@ -163,8 +163,7 @@ def held_out(seeds: Sequence[int], seconds: float, preset, scaler: OracleScaler)
         with torch.no_grad():
             mel = front(torch.from_numpy(c.audio)[None])[0]
         mel = torch.nn.functional.pad(mel[None], (0, max(0, n * m - mel.shape[1])), mode="replicate")[0]
-        events = render_clip(c.seed, scene).events
-        labels = torch.from_numpy(frame_materials(events, list(scene.materials), n, g.frame_period_s))
+        labels = torch.from_numpy(frame_materials(c.events, list(scene.materials), n, g.frame_period_s))
         feats.append(scaler(oracle_rows(mel, labels, n, g.latents_per_frame, len(scene.materials))))
     return clips, feats
 

@@ -75,6 +75,7 @@ class HeldOutClip:
     onsets: List[int]             # event samples (ONSET_KINDS)
     impacts: List[int]            # unambiguous impact samples
     materials: List[str]          # their materials
+    events: tuple = ()            # the world's full event list (synth Events, time order)
     extra: Dict[str, object] = field(default_factory=dict)
 
 
@@ -94,7 +95,7 @@ def render_clips(seeds: Sequence[int], seconds: float, preset) -> List[HeldOutCl
         imp = impact_samples(clip.events, scene.materials, sample_rate=g.sample_rate)
         out.append(HeldOutClip(seed, frames, clip.audio.astype(np.float32),
                                [e.sample for e in clip.events if e.kind in ONSET_KINDS],
-                               [s for s, _ in imp], [m for _, m in imp]))
+                               [s for s, _ in imp], [m for _, m in imp], tuple(clip.events)))
     return out
 
 
