@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# The recipe's CAVP stage at GPU scale, on a lent H100/H200 (torch preinstalled, no network).
+#
+# Why: issue 3's measured limit is the visual encoder (docs/eval/experiments/visual_ceiling/:
+# with a perfect condition the tiny generator meets both targets; with the shipped CAVP it
+# stays at F1 +-125 0.68, material 0.38). On the 2-core CPU a CAVP step costs 0.5-0.7 s, so the
+# one-hour recipe gives it 4000 steps of 16 windows. This script trains the same CAVP stage for as
+# many steps as fit in its time budget, so the CPU can then train the rest of the recipe on it
+# and `frieren eval` can say whether more CAVP training closes the gap.
+#
+#   bash benchmarks/gpu_cavp_scale.sh        # results in $OUT (default ./gpu-out)
+#   DEVICE=cpu CLIPS=4 BUDGET_S=150 WORKERS=2 bash benchmarks/gpu_cavp_scale.sh   # CPU dry run of the wiring
+#
+# Steps:
+#   0. install: `pip install -e .` with --no-deps --no-index (fallback: PYTHONPATH=repo)
+#   1. render CLIPS synthetic clips (seeds 1000.., 8 s: the 1200-clip data of
+#      docs/eval/experiments/data_scale/, bit-identical to runs/v10/cache) with WORKERS processes
+#   2. train the CAVP stage of each variant at the same time (one process each, one GPU):
+#        base      the shipped flags (event head, 4 onset slots, 20 flux bands), self-supervised
+#        material  the same + --cavp-material-weight 1 (names the struck material; synthetic labels)
+#      BATCH windows per step, constant LR (the recipe's), for as many steps as fit in the time
+#      left (--max-minutes: with a constant LR a time-bounded stop is a clean cut; MAX_STEPS caps)
+#   3. $OUT/cavp_<variant>.pt (the stage's final.pt) and $OUT/cavp_<variant>_log.jsonl
+#   gpu_cavp_log.txt   everything printed
+# Env: DEVICE (cuda), CLIPS (1200), WORKERS (15), BATCH (64), MAX_STEPS (100000), THREADS (6 per
+# variant), BUDGET_S (560: the whole script), VARIANTS ("base material"), RUNS (runs/gpu_cavp).
+#
+# On the CPU afterwards (see docs/eval/experiments/cavp_gpu_scale/README.md):
+#   python benchmarks/cavp_probe.py $OUT/cavp_base.pt $OUT/cavp_material.pt --clips 96 --train-clips 64
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+OUT="${OUT:-$PWD/gpu-out}"
+mkdir -p "$OUT"
+PY="${PYTHON:-python3}"
+DEVICE="${DEVICE:-cuda}"
+CLIPS="${CLIPS:-1200}"
+WORKERS="${WORKERS:-15}"
+BATCH="${BATCH:-64}"
+MAX_STEPS="${MAX_STEPS:-100000}"
+THREADS="${THREADS:-6}"
+BUDGET_S="${BUDGET_S:-560}"
+VARIANTS="${VARIANTS:-base material}"
+RUNS="${RUNS:-runs/gpu_cavp}"
+export PYTHONUNBUFFERED=1 OMP_WAIT_POLICY=PASSIVE
+START=$(date +%s)
+LOG="$OUT/gpu_cavp_log.txt"
+: > "$LOG"
+log() { echo "[gpu_cavp_scale +$(( $(date +%s) - START ))s] $*" | tee -a "$LOG" >&2; }
+
+# ------------------------------------------------------------------ 0. install
+if timeout 120 "$PY" -m pip install -q --no-deps --no-build-isolation --no-index -e . 2>&1 | tee -a "$LOG"; then
+  log "pip install -e . done"
+else
+  log "pip install -e . failed; running from the source tree"
+fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+"$PY" -c "import torch, sys; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(),
+torch.cuda.get_device_name() if torch.cuda.is_available() else '')" 2>&1 | tee -a "$LOG"
+
+COMMON=(--preset tiny --seed 0 --synthetic "$CLIPS" --synthetic-seed 1000 --clip-seconds 8 --window-stride 2
+        --device "$DEVICE" --threads "$THREADS" --no-progress)
+
+# ------------------------------------------------------------------ 1. the clip cache, rendered once
+first=${VARIANTS%% *}
+# -c, not a here-doc on stdin: the spawned render workers re-import __main__ by path.
+RENDER_PY=$(cat <<'EOF'
+import argparse, logging, sys
+from frieren.train_cli import add_arguments
+from frieren.training.run import Run
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stdout)
+run_dir, workers, common = sys.argv[1], sys.argv[2], sys.argv[3:]
+ap = argparse.ArgumentParser()
+add_arguments(ap)
+args = ap.parse_args(["cavp", "--run-dir", run_dir, "--data-workers", workers, *common])
+Run(args).windows()
+EOF
+)
+"$PY" -c "$RENDER_PY" "$RUNS/$first" "$WORKERS" "${COMMON[@]}" 2>&1 | tee -a "$LOG"
+log "clip cache ready in $RUNS/$first/cache"
+for v in $VARIANTS; do
+  [[ "$v" == "$first" ]] && continue
+  mkdir -p "$RUNS/$v/cache"
+  ln -sfn "$(cd "$RUNS/$first/cache" && pwd)/clips" "$RUNS/$v/cache/clips"
+  cp "$RUNS/$first/cache/source.json" "$RUNS/$v/cache/source.json"
+done
+
+# ------------------------------------------------------------------ 2. CAVP stages side by side
+left=$(( BUDGET_S - ($(date +%s) - START) - 60 ))
+(( left < 30 )) && { log "only ${left}s left for training; stopping"; exit 1; }
+MINUTES=$("$PY" -c "print(round($left / 60, 2))")
+log "training variants [$VARIANTS] for at most $MINUTES min each (batch $BATCH, at most $MAX_STEPS steps)"
+pids=()
+for v in $VARIANTS; do
+  case "$v" in
+    base) EXTRA=() ;;
+    material) EXTRA=(--cavp-material-weight 1.0) ;;
+    *) log "unknown variant $v"; exit 2 ;;
+  esac
+  "$PY" -m frieren.train_cli cavp --run-dir "$RUNS/$v" "${COMMON[@]}" --steps "$MAX_STEPS" --batch-size "$BATCH" \
+      --max-minutes "$MINUTES" --cavp-event-weight 1.0 --cavp-event-slots 4 --cavp-event-flux-bands 20 \
+      "${EXTRA[@]}" > "$OUT/train_$v.txt" 2>&1 &
+  pids+=($!)
+done
+rc=0
+for p in "${pids[@]}"; do wait "$p" || rc=$?; done
+log "training finished (rc=$rc)"
+
+# ------------------------------------------------------------------ 3. results
+for v in $VARIANTS; do
+  tail -n 5 "$OUT/train_$v.txt" | tee -a "$LOG"
+  if [[ -f "$RUNS/$v/cavp/final.pt" ]]; then
+    cp "$RUNS/$v/cavp/final.pt" "$OUT/cavp_$v.pt"
+    cp "$RUNS/$v/cavp/log.jsonl" "$OUT/cavp_${v}_log.jsonl"
+  fi
+done
+log "done in $(( $(date +%s) - START ))s"
+ls -la "$OUT" | tee -a "$LOG" >&2
+exit "$rc"
