@@ -23,7 +23,8 @@
 #   3. $OUT/cavp_<variant>.pt (the stage's final.pt) and $OUT/cavp_<variant>_log.jsonl
 #   gpu_cavp_log.txt   everything printed
 # Env: DEVICE (cuda), CLIPS (1200), WORKERS (15), BATCH (64), MAX_STEPS (100000), THREADS (6 per
-# variant), BUDGET_S (560: the whole script), VARIANTS ("base material"), RUNS (runs/gpu_cavp).
+# variant), BUDGET_S (560: the whole script), VARIANTS ("base material"), RUNS (runs/gpu_cavp),
+# PYTHON (python3), SKIP_INSTALL=1 (no pip step: the package is already installed).
 #
 # On the CPU afterwards (see docs/eval/experiments/cavp_gpu_scale/README.md):
 #   python benchmarks/cavp_probe.py $OUT/cavp_base.pt $OUT/cavp_material.pt --clips 96 --train-clips 64
@@ -49,7 +50,9 @@ LOG="$OUT/gpu_cavp_log.txt"
 log() { echo "[gpu_cavp_scale +$(( $(date +%s) - START ))s] $*" | tee -a "$LOG" >&2; }
 
 # ------------------------------------------------------------------ 0. install
-if timeout 120 "$PY" -m pip install -q --no-deps --no-build-isolation --no-index -e . 2>&1 | tee -a "$LOG"; then
+if [[ "${SKIP_INSTALL:-0}" == 1 ]]; then
+  log "SKIP_INSTALL=1: using the installed package"
+elif timeout 120 "$PY" -m pip install -q --no-deps --no-build-isolation --no-index -e . 2>&1 | tee -a "$LOG"; then
   log "pip install -e . done"
 else
   log "pip install -e . failed; running from the source tree"
