@@ -14,7 +14,7 @@
 # Steps:
 #   0. install: `pip install -e .` with --no-deps --no-index (fallback: PYTHONPATH=repo)
 #   1. render CLIPS synthetic clips (seeds 1000.., 8 s: the 1200-clip data of
-#      docs/eval/experiments/data_scale/, bit-identical to runs/v10/cache) with WORKERS processes
+#      docs/eval/experiments/data_scale/, the seeds of runs/v10/cache) with WORKERS processes
 #   2. train the CAVP stage of each variant at the same time (one process each, one GPU):
 #        base      the shipped flags (event head, 4 onset slots, 20 flux bands), self-supervised
 #        material  the same + --cavp-material-weight 1 (names the struck material; synthetic labels)
@@ -28,6 +28,10 @@
 #
 # On the CPU afterwards (see docs/eval/experiments/cavp_gpu_scale/README.md):
 #   python benchmarks/cavp_probe.py $OUT/cavp_base.pt $OUT/cavp_material.pt --clips 96 --train-clips 64
+#   # a run dir with a finished 1200-clip VAE stage (vae/{final.pt,scale.json}) and the variant's CAVP
+#   # as cavp/final.pt; the recipe skips both finished stages and trains CFM, reflow and distillation:
+#   RUN_DIR=runs/vX OUT=runs/vX_bundle bash scripts/train_default.sh --synthetic 1200 \
+#       --cavp-steps <its steps> --cavp-batch-size 64 [--cavp-material-weight 1.0]
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
