@@ -20,11 +20,15 @@
 #        material  the same + --cavp-material-weight 1 (names the struck material; synthetic labels)
 #      BATCH windows per step, constant LR (the recipe's), for as many steps as fit in the time
 #      left (--max-minutes: with a constant LR a time-bounded stop is a clean cut; MAX_STEPS caps)
-#   3. $OUT/cavp_<variant>.pt (the stage's final.pt) and $OUT/cavp_<variant>_log.jsonl
+#      Before that, benchmarks/cavp_step_speed.py times a step in each memory layout (uint8 frames
+#      moved, converted on the device) -> $OUT/cavp_step_speed.json; LAYOUT=auto trains in the faster
+#   3. $OUT/cavp_<variant>.pt (the stage's final.pt), cavp_<variant>_ckpt.pt (with the optimiser, to
+#      resume) and $OUT/cavp_<variant>_log.jsonl
 #   gpu_cavp_log.txt   everything printed
 # Env: DEVICE (cuda), CLIPS (1200), WORKERS (15), BATCH (64), MAX_STEPS (100000), THREADS (6 per
 # variant), BUDGET_S (560: the whole script), VARIANTS ("base material"), RUNS (runs/gpu_cavp),
-# PYTHON (python3), SKIP_INSTALL=1 (no pip step: the package is already installed).
+# LAYOUT (auto | default | channels_last), PYTHON (python3), SKIP_INSTALL=1 (no pip step: the
+# package is already installed).
 #
 # On the CPU afterwards (see docs/eval/experiments/cavp_gpu_scale/README.md):
 #   python benchmarks/cavp_probe.py $OUT/cavp_base.pt $OUT/cavp_material.pt --clips 96 --train-clips 64
@@ -47,6 +51,7 @@ THREADS="${THREADS:-6}"
 BUDGET_S="${BUDGET_S:-560}"
 VARIANTS="${VARIANTS:-base material}"
 RUNS="${RUNS:-runs/gpu_cavp}"
+LAYOUT="${LAYOUT:-auto}"
 export PYTHONUNBUFFERED=1 OMP_WAIT_POLICY=PASSIVE
 START=$(date +%s)
 LOG="$OUT/gpu_cavp_log.txt"
@@ -93,6 +98,20 @@ for v in $VARIANTS; do
 done
 
 # ------------------------------------------------------------------ 2. CAVP stages side by side
+if [[ "$LAYOUT" == auto ]]; then
+  LAYOUT=default
+  if timeout 120 "$PY" benchmarks/cavp_step_speed.py --device "$DEVICE" --batch "$BATCH" --material \
+       --threads "$THREADS" --inputs uint8 --warmup 5 --steps 10 --rounds 2 \
+       --out "$OUT/cavp_step_speed.json" >> "$LOG" 2>&1; then
+    LAYOUT=$("$PY" -c "import json, sys; r = json.load(open(sys.argv[1]))['rows']
+print(min(r, key=lambda x: x['ms_per_step'])['layout'])" "$OUT/cavp_step_speed.json")
+  else
+    log "step-speed benchmark failed; training in the default layout"
+  fi
+fi
+LAYOUT_FLAG=()
+[[ "$LAYOUT" == channels_last ]] && LAYOUT_FLAG=(--cavp-channels-last)
+log "memory layout: $LAYOUT"
 left=$(( BUDGET_S - ($(date +%s) - START) - 60 ))
 (( left < 30 )) && { log "only ${left}s left for training; stopping"; exit 1; }
 MINUTES=$("$PY" -c "print(round($left / 60, 2))")
@@ -106,7 +125,7 @@ for v in $VARIANTS; do
   esac
   "$PY" -m frieren.train_cli cavp --run-dir "$RUNS/$v" "${COMMON[@]}" --steps "$MAX_STEPS" --batch-size "$BATCH" \
       --max-minutes "$MINUTES" --cavp-event-weight 1.0 --cavp-event-slots 4 --cavp-event-flux-bands 20 \
-      "${EXTRA[@]}" > "$OUT/train_$v.txt" 2>&1 &
+      "${EXTRA[@]}" "${LAYOUT_FLAG[@]}" > "$OUT/train_$v.txt" 2>&1 &
   pids+=($!)
 done
 rc=0
@@ -119,6 +138,7 @@ for v in $VARIANTS; do
   if [[ -f "$RUNS/$v/cavp/final.pt" ]]; then
     cp "$RUNS/$v/cavp/final.pt" "$OUT/cavp_$v.pt"
     cp "$RUNS/$v/cavp/log.jsonl" "$OUT/cavp_${v}_log.jsonl"
+    [[ -f "$RUNS/$v/cavp/ckpt.pt" ]] && cp "$RUNS/$v/cavp/ckpt.pt" "$OUT/cavp_${v}_ckpt.pt"
   fi
 done
 log "done in $(( $(date +%s) - START ))s"

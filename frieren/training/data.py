@@ -332,8 +332,12 @@ class WindowData:
 
     def frames(self, idx: Tensor) -> Tensor:
         """(B, F, 3, S, S) float frames in [0, 1]."""
+        return self.frames_uint8(idx).float() / 255.0
+
+    def frames_uint8(self, idx: Tensor) -> Tensor:
+        """(B, F, 3, S, S) uint8 frames as cached: a quarter of the bytes to move to a GPU."""
         f = self.frames_per_window
-        return torch.stack([self.clips[int(c)].frames[int(s):int(s) + f] for c, s in self.windows[idx]]).float() / 255.0
+        return torch.stack([self.clips[int(c)].frames[int(s):int(s) + f] for c, s in self.windows[idx]])
 
     def has_frame_material(self) -> bool:
         return all(c.frame_material is not None for c in self.clips)

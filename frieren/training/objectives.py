@@ -127,8 +127,10 @@ class CAVPObjective(nn.Module):
     Batch norm: the inference model keeps BN in eval mode (frozen statistics); training from
     scratch needs batch statistics, so ``train()`` here switches the video branch's BN layers
     to training mode (their running statistics are what the shipped model then uses).
-    batch: (frames (B, F, 3, S, S) in [0, 1], mel (B, n_mels, F * mel_per_frame)[, struck
-    material per frame int64 (B, F), -1 = none: only for the material head]).
+    batch: (frames (B, F, 3, S, S) float in [0, 1] or uint8 in [0, 255] (converted here, on the
+    batch's device, exactly as ``WindowData.frames`` would on the host), mel (B, n_mels,
+    F * mel_per_frame)[, struck material per frame int64 (B, F), -1 = none: only for the
+    material head]).
 
     Optional auxiliary terms (heads used in training only, never part of the video branch):
     ``event_weight`` (per-frame audio-event regression), ``impact_weight`` (contrast of the
@@ -180,6 +182,8 @@ class CAVPObjective(nn.Module):
 
     def forward(self, batch, gen: Optional[torch.Generator] = None) -> Losses:
         frames, mel = batch[:2]
+        if frames.dtype == torch.uint8:
+            frames = frames.float() / 255.0
         v = self.video(frames, normalize=True)                       # (B, F, D)
         a = self.audio(mel, normalize=True)                          # (B, F, D)
         assert v.shape == a.shape, f"video feats {tuple(v.shape)} vs audio feats {tuple(a.shape)}"

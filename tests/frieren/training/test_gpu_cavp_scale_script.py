@@ -33,6 +33,12 @@ def test_script_trains_both_variants_and_returns_their_checkpoints(tmp_path):
         assert any(k.startswith("video.") for k in final["state"])
         records = [json.loads(line) for line in (out / f"cavp_{variant}_log.jsonl").read_text().splitlines()]
         assert records[-1]["step"] == 3
+        assert (out / f"cavp_{variant}_ckpt.pt").is_file()      # with the optimiser: a later run resumes
+    # The step-speed benchmark timed both memory layouts and the training used the faster one.
+    speed = json.loads((out / "cavp_step_speed.json").read_text())
+    rows = {r["layout"]: r["ms_per_step"] for r in speed["rows"]}
+    assert set(rows) == {"default", "channels_last"} and all(ms > 0 for ms in rows.values())
+    assert f"memory layout: {min(rows, key=rows.get)}" in (out / "gpu_cavp_log.txt").read_text()
     # Only the material variant trains the material head.
     material_log = (out / "cavp_material_log.jsonl").read_text()
     assert '"material"' in material_log and '"material"' not in (out / "cavp_base_log.jsonl").read_text()

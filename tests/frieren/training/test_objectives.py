@@ -80,6 +80,32 @@ def test_cavp_objective_decreases():
     assert after < before, (before, after)
 
 
+def test_cavp_objective_takes_uint8_frames_and_channels_last_layout():
+    """uint8 frames (what the CAVP stage now moves to the device) give exactly the float path's
+    loss and gradients; the channels-last layout (--cavp-channels-last) the same maths."""
+    cfg = dataclasses.replace(TINY.cavp, image_size=32)
+    g = torch.Generator().manual_seed(0)
+    frames8 = torch.randint(0, 256, (3, 8, 3, 32, 32), generator=g, dtype=torch.uint8)
+    mel = torch.randn(3, 80, 64, generator=g)
+
+    def loss_and_grad(frames, channels_last=False):
+        torch.manual_seed(0)
+        obj = CAVPObjective(CAVPVideoEncoder(cfg), MelAudioEncoder(80, cfg.embed_dim, 8, width=32),
+                            segments=4, event_weight=1.0).train()
+        if channels_last:
+            obj.video.to(memory_format=torch.channels_last_3d)
+        loss = obj((frames, mel))["loss"]
+        loss.backward()
+        return loss.item(), obj.video.video_project_head.weight.grad.clone()
+
+    ref_loss, ref_grad = loss_and_grad(frames8.float() / 255.0)
+    loss, grad = loss_and_grad(frames8)
+    assert loss == ref_loss and torch.equal(grad, ref_grad)
+    cl_loss, cl_grad = loss_and_grad(frames8, channels_last=True)
+    assert cl_loss == pytest.approx(ref_loss, rel=1e-4)
+    torch.testing.assert_close(cl_grad, ref_grad, rtol=1e-3, atol=1e-5)
+
+
 def test_frame_audio_targets_locate_onsets():
     mel = torch.full((1, 80, 32), -4.0)
     mel[:, :, 13:] = 0.0                               # a step (an onset) in frame 13 // 8 = 1
