@@ -84,3 +84,22 @@ def test_the_cavp_process_stops_when_the_training_process_is_killed(tmp_path):
                 os.kill(child, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def test_channels_last_cavp_runs_the_whole_recipe_into_a_loadable_bundle(tmp_path):
+    """--cavp-channels-last: the CAVP trains in another memory layout; the stages after it and
+    the bundle (contiguous weights on disk) take it as they take the default layout."""
+    import json
+
+    from frieren.checkpoints import load_bundle
+
+    bundle = tmp_path / "bundle"
+    assert train_cli.main(_default_args(tmp_path / "run", bundle, "--cavp-channels-last")) == 0
+    trained = _state(tmp_path / "run" / "cavp" / "final.pt")
+    conv = trained["video.video_encoder.conv1.conv.weight"]
+    assert conv.is_contiguous(memory_format=torch.channels_last_3d) and not conv.is_contiguous()
+    stack, _ = load_bundle(bundle)
+    shipped = stack.cavp.state_dict()
+    for k, v in shipped.items():
+        assert torch.equal(v, trained["video." + k]), k
+    assert json.loads((bundle / "config.json").read_text())["provenance"]["args"]["cavp_channels_last"] is True
