@@ -26,11 +26,17 @@ import torch
 
 from frieren.config import get_preset
 from frieren.models.cavp import CAVPVideoEncoder
+from frieren.synth import SceneConfig
 from frieren.training.cavp_audio import MelAudioEncoder
 from frieren.training.objectives import CAVPObjective
 
 log = logging.getLogger("cavp_step_speed")
-MEL_PER_FRAME = 8   # tiny preset: 128 ms frames of 16 ms mel hops
+MATERIALS = len(SceneConfig().materials)
+
+
+def mel_per_frame(preset: str) -> int:
+    g = get_preset(preset).geometry
+    return g.latents_per_frame * g.mel_per_latent
 
 
 def _sync(dev: torch.device) -> None:
@@ -42,9 +48,10 @@ def build(preset: str, layout: str, material: bool, dev: torch.device) -> tuple:
     """A seeded CAVP objective on ``dev`` in ``layout`` and its AdamW optimiser."""
     p = get_preset(preset)
     torch.manual_seed(0)
-    obj = CAVPObjective(CAVPVideoEncoder(p.cavp), MelAudioEncoder(p.mel.n_mels, p.cavp.embed_dim, MEL_PER_FRAME),
+    obj = CAVPObjective(CAVPVideoEncoder(p.cavp),
+                        MelAudioEncoder(p.mel.n_mels, p.cavp.embed_dim, mel_per_frame(preset)),
                         segments=8, event_weight=1.0, event_slots=4, event_flux_bands=20,
-                        material_weight=1.0 if material else 0.0, materials=5 if material else 0).train()
+                        material_weight=1.0 if material else 0.0, materials=MATERIALS if material else 0).train()
     if layout == "channels_last":
         obj.video.to(memory_format=torch.channels_last_3d)
     obj.to(dev)
@@ -52,13 +59,13 @@ def build(preset: str, layout: str, material: bool, dev: torch.device) -> tuple:
 
 
 def host_batch(preset: str, batch: int, frames: int, material: bool, gen: torch.Generator) -> tuple:
-    """Random uint8 frames (B, F, 3, S, S), mels (B, n_mels, F * 8) and materials (B, F)."""
+    """Random uint8 frames (B, F, 3, S, S), mels (B, n_mels, F * mel_per_frame), materials (B, F)."""
     p = get_preset(preset)
     s = p.cavp.image_size
     out = (torch.randint(0, 256, (batch, frames, 3, s, s), generator=gen, dtype=torch.uint8),
-           torch.randn(batch, p.mel.n_mels, frames * MEL_PER_FRAME, generator=gen))
+           torch.randn(batch, p.mel.n_mels, frames * mel_per_frame(preset), generator=gen))
     if material:
-        out += (torch.randint(-1, 5, (batch, frames), generator=gen),)
+        out += (torch.randint(-1, MATERIALS, (batch, frames), generator=gen),)
     return out
 
 
@@ -73,7 +80,7 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--preset", default="tiny")
     ap.add_argument("--batch", type=int, default=16, help="windows per step (CPU recipe 16, GPU runs 64)")
-    ap.add_argument("--frames", type=int, default=16, help="frames per window (tiny preset: 16)")
+    ap.add_argument("--frames", type=int, help="frames per window (default: the preset's)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--steps", type=int, default=5, help="timed steps per round")
     ap.add_argument("--warmup", type=int, default=3)
@@ -88,6 +95,7 @@ def main(argv=None) -> int:
     dev = torch.device(a.device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device here; run on the CPU (--device cpu)")
+    a.frames = a.frames or get_preset(a.preset).geometry.frames_per_window
     gen = torch.Generator().manual_seed(0)
     batches = [host_batch(a.preset, a.batch, a.frames, a.material, gen) for _ in range(2)]
     variants = [(lay, form) for lay in a.layouts.split(",") for form in a.inputs.split(",")]

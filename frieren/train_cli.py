@@ -107,7 +107,7 @@ def _common(p: argparse.ArgumentParser) -> None:
                         "truth); 0 = off (self-supervised, as Diff-Foley)")
     p.add_argument("--cavp-channels-last", action="store_true",
                    help="CAVP stage: train the video branch in channels-last memory layout (same maths; "
-                        "about 1.35x faster per step on a 2-core CPU, benchmarks/cavp_step_speed.py; results "
+                        "1.38-1.47x faster per step on a 2-core CPU, benchmarks/cavp_step_speed.py; results "
                         "differ in the last bits, so the shipped recipe does not use it)")
 
 
