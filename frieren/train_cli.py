@@ -105,6 +105,12 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="CAVP stage, synthetic data only: weight of a cross-entropy that names, from each "
                         "impact frame's video feature, the struck material (the synthetic world's ground "
                         "truth); 0 = off (self-supervised, as Diff-Foley)")
+    p.add_argument("--cavp-flip", type=float, default=0.0,
+                   help="CAVP stage: probability of mirroring each training window left-right (all its frames; "
+                        "the audio is unchanged); 0 = off")
+    p.add_argument("--cavp-shift", type=int, default=0,
+                   help="CAVP stage: shift each training window by a random 0..N pixels along each axis (all its "
+                        "frames alike, edge pixels repeated); 0 = off")
     p.add_argument("--cavp-channels-last", action="store_true",
                    help="CAVP stage: train the video branch in channels-last memory layout (same maths; "
                         "1.38-1.47x faster per step on a 2-core CPU, benchmarks/cavp_step_speed.py; results "

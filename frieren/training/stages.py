@@ -96,6 +96,7 @@ def stage_vae(run: Run, hp: StageHParams) -> dict:
 def stage_cavp(run: Run, hp: StageHParams) -> dict:
     from frieren.models.cavp import CAVPVideoEncoder
     from frieren.training.cavp_audio import MelAudioEncoder
+    from frieren.training.augment import FrameAugment
     from frieren.training.objectives import CAVPObjective
     from frieren.synth import SceneConfig
 
@@ -121,6 +122,7 @@ def stage_cavp(run: Run, hp: StageHParams) -> dict:
     if getattr(run.args, "cavp_channels_last", False):
         # Same maths, another memory layout: mkldnn's channels-last 3-D convolutions.
         obj.video.to(memory_format=torch.channels_last_3d)
+    augment = FrameAugment(flip=getattr(run.args, "cavp_flip", 0.0), shift=getattr(run.args, "cavp_shift", 0))
     b = run.ctx.shard(hp.batch_size)
     n = len(w.windows)
 
@@ -128,9 +130,12 @@ def stage_cavp(run: Run, hp: StageHParams) -> dict:
         # uint8 frames: the objective converts them on the training device (a quarter of the
         # bytes to move to a GPU; on the CPU the same numbers as converting here).
         idx = _idx(gen, n, b)
+        frames = w.frames_uint8(idx)
+        if augment.active:
+            frames = augment(frames, gen)
         if material_weight > 0:
-            return w.frames_uint8(idx), w.mel(idx), w.frame_material(idx)
-        return w.frames_uint8(idx), w.mel(idx)
+            return frames, w.mel(idx), w.frame_material(idx)
+        return frames, w.mel(idx)
     return _train(run, "cavp", obj, batches, hp)
 
 
