@@ -27,7 +27,9 @@
 #   gpu_cavp_log.txt   everything printed
 # Env: DEVICE (cuda), CLIPS (1200), WORKERS (15), BATCH (64), MAX_STEPS (100000), THREADS (6 per
 # variant), BUDGET_S (560: the whole script), VARIANTS ("base material"), RUNS (runs/gpu_cavp),
-# LAYOUT (auto | default | channels_last), PYTHON (python3), SKIP_INSTALL=1 (no pip step: the
+# LAYOUT (auto | default | channels_last), FLIP (0) and SHIFT (0): --cavp-flip / --cavp-shift for
+# every variant (0.5 and 4 stopped the 300-clip CPU CAVP memorising its clips,
+# docs/eval/experiments/cavp_augmentation/), PYTHON (python3), SKIP_INSTALL=1 (no pip step: the
 # package is already installed).
 #
 # On the CPU afterwards (see docs/eval/experiments/cavp_gpu_scale/README.md):
@@ -52,6 +54,8 @@ BUDGET_S="${BUDGET_S:-560}"
 VARIANTS="${VARIANTS:-base material}"
 RUNS="${RUNS:-runs/gpu_cavp}"
 LAYOUT="${LAYOUT:-auto}"
+FLIP="${FLIP:-0}"
+SHIFT="${SHIFT:-0}"
 export PYTHONUNBUFFERED=1 OMP_WAIT_POLICY=PASSIVE
 START=$(date +%s)
 LOG="$OUT/gpu_cavp_log.txt"
@@ -115,7 +119,7 @@ log "memory layout: $LAYOUT"
 left=$(( BUDGET_S - ($(date +%s) - START) - 60 ))
 (( left < 30 )) && { log "only ${left}s left for training; stopping"; exit 1; }
 MINUTES=$("$PY" -c "print(round($left / 60, 2))")
-log "training variants [$VARIANTS] for at most $MINUTES min each (batch $BATCH, at most $MAX_STEPS steps)"
+log "training variants [$VARIANTS] for at most $MINUTES min each (batch $BATCH, at most $MAX_STEPS steps, flip $FLIP, shift $SHIFT px)"
 pids=()
 for v in $VARIANTS; do
   case "$v" in
@@ -125,7 +129,7 @@ for v in $VARIANTS; do
   esac
   "$PY" -m frieren.train_cli cavp --run-dir "$RUNS/$v" "${COMMON[@]}" --steps "$MAX_STEPS" --batch-size "$BATCH" \
       --max-minutes "$MINUTES" --cavp-event-weight 1.0 --cavp-event-slots 4 --cavp-event-flux-bands 20 \
-      "${EXTRA[@]}" "${LAYOUT_FLAG[@]}" > "$OUT/train_$v.txt" 2>&1 &
+      --cavp-flip "$FLIP" --cavp-shift "$SHIFT" "${EXTRA[@]}" "${LAYOUT_FLAG[@]}" > "$OUT/train_$v.txt" 2>&1 &
   pids+=($!)
 done
 rc=0

@@ -20,7 +20,8 @@ REPO = Path(__file__).resolve().parents[3]
 def test_script_trains_both_variants_and_returns_their_checkpoints(tmp_path):
     out, runs = tmp_path / "out", tmp_path / "runs"
     env = dict(os.environ, PYTHON=sys.executable, SKIP_INSTALL="1", DEVICE="cpu", CLIPS="2", WORKERS="2",
-               BATCH="4", MAX_STEPS="3", THREADS="1", BUDGET_S="400", OUT=str(out), RUNS=str(runs))
+               BATCH="4", MAX_STEPS="3", THREADS="1", BUDGET_S="400", OUT=str(out), RUNS=str(runs),
+               FLIP="0.5", SHIFT="2")
     proc = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_cavp_scale.sh")], env=env, cwd=REPO,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -38,7 +39,9 @@ def test_script_trains_both_variants_and_returns_their_checkpoints(tmp_path):
     speed = json.loads((out / "cavp_step_speed.json").read_text())
     rows = {r["layout"]: r["ms_per_step"] for r in speed["rows"]}
     assert set(rows) == {"default", "channels_last"} and all(ms > 0 for ms in rows.values())
-    assert f"memory layout: {min(rows, key=rows.get)}" in (out / "gpu_cavp_log.txt").read_text()
+    log = (out / "gpu_cavp_log.txt").read_text()
+    assert f"memory layout: {min(rows, key=rows.get)}" in log
+    assert "flip 0.5, shift 2 px" in log      # and the stages took --cavp-flip / --cavp-shift (rc 0 above)
     # Only the material variant trains the material head.
     material_log = (out / "cavp_material_log.jsonl").read_text()
     assert '"material"' in material_log and '"material"' not in (out / "cavp_base_log.jsonl").read_text()
