@@ -109,7 +109,7 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="CAVP stage: probability of mirroring each training window left-right (all its frames; "
                         "the audio is unchanged); 0 = off")
     p.add_argument("--cavp-shift", type=int, default=0,
-                   help="CAVP stage: shift each training window by a random 0..N pixels along each axis (all its "
+                   help="CAVP stage: shift each training window by a random -N..N pixels along each axis (all its "
                         "frames alike, edge pixels repeated); 0 = off")
     p.add_argument("--cavp-channels-last", action="store_true",
                    help="CAVP stage: train the video branch in channels-last memory layout (same maths; "
