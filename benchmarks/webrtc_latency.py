@@ -197,13 +197,12 @@ def main(argv=None) -> int:
             Path(args.json_out).write_text(text + "\n")
         return 0
 
-    import torch
     from frieren.synth.config import SceneConfig
     from frieren.synth.scene import render_clip
     from stream.server import build_worker
 
-    torch.set_num_threads(args.threads)
-    worker = build_worker(args.bundle, preset=args.preset, random_init=args.random_init, device=args.device)
+    worker = build_worker(args.bundle, preset=args.preset, random_init=args.random_init, device=args.device,
+                          threads=args.threads)
     frames = render_clip(0, SceneConfig(duration_s=8.0)).frames
     runs = []
     try:

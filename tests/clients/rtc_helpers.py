@@ -18,6 +18,18 @@ pytest.importorskip("aiohttp", reason="the webrtc extra (aiortc, aiohttp) is not
 _WORKER = None
 
 
+@pytest.fixture(autouse=True)
+def _deterministic_threads():
+    """Overrides tests/conftest.py's fixture of this name (2 torch threads) in every module that
+    imports it: the WebRTC tests run the model with ``serve``'s default threads, which leave a
+    core to the peers' codecs."""
+    import torch
+    from stream.serve_cli import default_worker_threads
+
+    torch.set_num_threads(default_worker_threads("cpu"))
+    yield
+
+
 @pytest.fixture(scope="session")
 def worker():
     """One tiny random-init GenerationWorker for every test module of this folder (a fixture
@@ -25,10 +37,9 @@ def worker():
     global _WORKER
     if _WORKER is None:
         import atexit
-        import torch
         from stream.server import build_worker
 
-        torch.set_num_threads(2)
+        # threads: serve's default (one core fewer than the machine has)
         _WORKER = build_worker(preset="tiny", random_init=True)
         atexit.register(_WORKER.stop)
     return _WORKER

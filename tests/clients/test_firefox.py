@@ -23,7 +23,7 @@ import pytest
 
 from audio_server import private_pulse_server
 
-from rtc_helpers import worker  # noqa: F401  (fixture)
+from rtc_helpers import _deterministic_threads, worker  # noqa: F401  (fixtures)
 from rtc_helpers import run, running_server, wait_for_page_audio
 
 FIREFOX = "/usr/bin/firefox-esr"

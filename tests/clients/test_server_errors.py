@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from rtc_helpers import worker  # noqa: F401  (fixture)
+from rtc_helpers import _deterministic_threads, worker  # noqa: F401  (fixtures)
 from rtc_helpers import Peer, run, running_server, synth_frames
 
 GOOD_SHAPE = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n" \
@@ -121,6 +121,31 @@ def test_serve_parser_defaults():
     assert cfg.token is None
     with pytest.raises(ValueError, match="turn-username"):
         config_from_args(parser.parse_args(["serve", "--turn", "turn:example.org"]))
+
+
+def test_serve_leaves_a_core_to_the_webrtc_codecs(worker, monkeypatch):
+    """On the CPU the model gets one core fewer than the machine has (at least one): the event
+    loop decodes the peers' video and encodes their audio on the same cores."""
+    import os
+
+    import torch
+    from stream.server import add_serve_parser, build_worker
+    from stream.serve_cli import default_worker_threads
+
+    parser = argparse.ArgumentParser()
+    add_serve_parser(parser.add_subparsers(dest="command"))
+    assert parser.parse_args(["serve"]).threads is None
+    assert parser.parse_args(["serve", "--threads", "3"]).threads == 3
+    for cores, want in ((1, 1), (2, 1), (16, 15)):
+        monkeypatch.setattr(os, "cpu_count", lambda cores=cores: cores)
+        assert default_worker_threads("cpu") == want
+    assert default_worker_threads("cuda") is None and default_worker_threads("cuda:1") is None
+    with pytest.raises(ValueError, match="--threads must be >= 1"):
+        build_worker(preset="tiny", random_init=True, threads=0)
+    monkeypatch.setattr(os, "cpu_count", lambda: 3)
+    torch.set_num_threads(1)
+    build_worker(preset="tiny", random_init=True, max_batch=1).stop()
+    assert torch.get_num_threads() == 2
 
 
 def test_max_sessions_refused_with_503(worker):
