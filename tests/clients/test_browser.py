@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import pytest
 
-from rtc_helpers import worker  # noqa: F401  (fixture)
+from rtc_helpers import _deterministic_threads, worker  # noqa: F401  (fixtures)
 from rtc_helpers import run, running_server, wait_for_page_audio, synth_frames
 
 CHROMIUM = "/usr/bin/chromium"
@@ -95,11 +95,17 @@ def test_browser_gets_generated_audio_and_stats(worker, tmp_path):
                     assert rep.get("audio_context") == "running", rep
 
                     # The page shows the server-measured glass-to-ear latency, RTF, drops, underruns.
-                    shown = await _devtools_eval(profile / "DevToolsActivePort", "JSON.stringify(Object."
-                                                 "fromEntries(['s-server-latency', 's-rtf', 's-dropped', "
-                                                 "'s-underruns', 's-target'].map((id) => [id, "
-                                                 "document.getElementById(id).textContent])))")
-                    shown = json.loads(shown)
+                    # The latency exists once the server has played audio, and the page may still hold
+                    # an earlier stats message (sent every 0.25 s) than the report above: poll, bounded.
+                    deadline = time.monotonic() + 10
+                    while True:
+                        shown = json.loads(await _devtools_eval(
+                            profile / "DevToolsActivePort", "JSON.stringify(Object.fromEntries(["
+                            "'s-server-latency', 's-rtf', 's-dropped', 's-underruns', 's-target'].map("
+                            "(id) => [id, document.getElementById(id).textContent])))"))
+                        if re.fullmatch(r"\d+ ms / \d+ ms", shown["s-server-latency"]) or time.monotonic() > deadline:
+                            break
+                        await asyncio.sleep(0.5)
                     print("page shows:", shown)
                     assert re.fullmatch(r"\d+ ms / \d+ ms", shown["s-server-latency"]), shown
                     assert re.fullmatch(r"\d+\.\d\d", shown["s-rtf"]), shown
