@@ -177,8 +177,9 @@ def main(argv=None) -> int:
     ap.add_argument("--preset", default="tiny")
     ap.add_argument("--bundle", default=None)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch CPU threads (default 1: aiortc codecs need the other core of a 2-core box)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads (default: serve's, one fewer than the cores, so the aiortc "
+                         "codecs keep one)")
     ap.add_argument("--duration", type=float, default=15.0, help="seconds of streaming per run")
     ap.add_argument("--jitter", nargs="+", default=None,
                     help="jitter-buffer modes to run one after the other (fixed, adaptive; "
@@ -197,6 +198,7 @@ def main(argv=None) -> int:
             Path(args.json_out).write_text(text + "\n")
         return 0
 
+    import torch
     from frieren.synth.config import SceneConfig
     from frieren.synth.scene import render_clip
     from stream.server import build_worker
@@ -219,7 +221,7 @@ def main(argv=None) -> int:
     finally:
         worker.stop()
     report = {"preset": args.preset, "device": args.device, "duration_s": args.duration,
-              "threads": args.threads, "runs": runs}
+              "threads": torch.get_num_threads(), "runs": runs}
     text = json.dumps(report, indent=2)
     print(text)
     if args.json_out:
