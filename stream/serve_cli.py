@@ -21,9 +21,9 @@ log = logging.getLogger(__name__)
 def default_worker_threads(device: str) -> Optional[int]:
     """torch CPU threads for the worker of ``serve``: on the CPU one core fewer than the machine
     has (at least 1), because the event loop decodes every peer's video and encodes its audio
-    on the same cores; with every core given to torch the two contend (in the four-peer test on
-    a 2-core machine a batch of four windows took 0.62-0.70 s with 2 threads and 0.35 s with 1).
-    Other devices: None (torch's choice)."""
+    on the same cores; with every core given to torch the two contend (2-core machine, one peer,
+    ``benchmarks/webrtc_latency.py --threads 1`` vs ``2``: tick p50 ~102 vs ~137 ms, RTF 0.8 vs
+    1.0-1.1, glass-to-ear p50 ~220 vs ~450 ms). Other devices: None (torch's choice)."""
     import os
 
     if not str(device).startswith("cpu"):

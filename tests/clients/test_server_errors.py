@@ -123,7 +123,7 @@ def test_serve_parser_defaults():
         config_from_args(parser.parse_args(["serve", "--turn", "turn:example.org"]))
 
 
-def test_serve_leaves_a_core_to_the_webrtc_codecs(worker, monkeypatch):
+def test_serve_leaves_a_core_to_the_webrtc_codecs(monkeypatch):
     """On the CPU the model gets one core fewer than the machine has (at least one): the event
     loop decodes the peers' video and encodes their audio on the same cores."""
     import os
