@@ -83,6 +83,10 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="min logit-normal loss weight (0 = reference; >0 trains t≈0, see objectives)")
     p.add_argument("--max-minutes", type=float, help="per-stage wall-time safety budget")
     p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints of the stage")
+    p.add_argument("--vae-from", metavar="BUNDLE",
+                   help="VAE stage: adopt the VAE of this bundle instead of training one (same preset VAE "
+                        "shape; the latent scale is measured again on this run's data). For experiments "
+                        "that change only later stages, or to fine-tune the flow model on your own data")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
     p.add_argument("--cavp-event-weight", type=float, default=0.0,
                    help="CAVP stage: weight of the per-frame audio-event regression (onset strength and "

@@ -65,6 +65,8 @@ def stage_vae(run: Run, hp: StageHParams) -> dict:
 
     done = finished_stage(run, "vae", hp.steps)
     w = run.windows()
+    if done is None and getattr(run.args, "vae_from", None):
+        done = adopt_bundle_vae(run, run.args.vae_from)
     if done is None:
         torch.manual_seed(run.args.seed + 1)
         obj = VAEObjective(MelVAE(run.preset.vae), kl_weight=1e-6, recon="l1")
@@ -91,6 +93,31 @@ def stage_vae(run: Run, hp: StageHParams) -> dict:
     from frieren.training.ddp import barrier
     barrier(run.ctx)
     return done
+
+
+def adopt_bundle_vae(run: Run, bundle: os.PathLike) -> dict:
+    """Finish the VAE stage with the VAE of ``bundle`` (``--vae-from``): writes the stage's
+    ``final.pt`` as training would, with a result that names the bundle (steps None, so a rerun
+    with other ``--vae-steps`` still skips it). Refuses a bundle whose VAE has another shape."""
+    from frieren.checkpoints import CheckpointError, load_bundle
+    from frieren.training.loop import FINAL_FILE, _atomic_save
+
+    try:
+        stack, info = load_bundle(bundle)
+    except (CheckpointError, OSError) as error:
+        raise SystemExit(f"--vae-from {bundle}: {error}") from error
+    if info.preset.vae != run.preset.vae:
+        raise SystemExit(f"--vae-from {bundle}: its VAE ({info.preset.vae}) is not the {run.preset.name!r} "
+                         f"preset's ({run.preset.vae}); pass a bundle of the same preset or train the VAE")
+    trained = (info.provenance or {}).get("stages", {}).get("vae", {})
+    result = {"name": "vae", "steps": None, "adopted_from": str(bundle),
+              "source_steps": trained.get("steps"), "losses": trained.get("losses", {})}
+    state = {f"vae.{k}": v.detach().clone() for k, v in stack.vae.state_dict().items()}
+    if run.ctx.is_main:
+        run.stage_dir("vae").mkdir(parents=True, exist_ok=True)
+        _atomic_save({"state": state, "result": result, "stopped_early": False}, run.stage_dir("vae") / FINAL_FILE)
+    log.info("VAE adopted from bundle %s (trained %s steps there)", bundle, trained.get("steps", "?"))
+    return result
 
 
 def stage_cavp(run: Run, hp: StageHParams) -> dict:
