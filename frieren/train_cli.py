@@ -109,6 +109,9 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="CAVP stage, synthetic data only: weight of a cross-entropy that names, from each "
                         "impact frame's video feature, the struck material (the synthetic world's ground "
                         "truth); 0 = off (self-supervised, as Diff-Foley)")
+    p.add_argument("--cavp-material-offset", type=int, default=0, metavar="FRAMES",
+                   help="CAVP material head: ask the feature this many frames after the impact's frame "
+                        "(1 = the frame that shows the object where it struck; 0 = the impact's own frame)")
     p.add_argument("--cavp-flip", type=float, default=0.0,
                    help="CAVP stage: probability of mirroring each training window left-right (all its frames; "
                         "the audio is unchanged); 0 = off")

@@ -137,7 +137,8 @@ class CAVPObjective(nn.Module):
     batch's strongest-onset frames), ``timbre_weight`` (onset-weighted loudness-free spectrum
     of what starts), ``material_weight`` (cross-entropy of the struck material at impact
     frames, from the synthetic world's ground truth; a departure from Diff-Foley's purely
-    self-supervised CAVP, available for synthetic data only).
+    self-supervised CAVP, available for synthetic data only; ``material_offset`` > 0 asks it of
+    the feature that many frames after the impact's frame).
     """
 
     def __init__(self, video: CAVPVideoEncoder, audio: MelAudioEncoder, segments: int = 8,
@@ -145,7 +146,7 @@ class CAVPObjective(nn.Module):
                  event_weight: float = 0.0, event_bands: int = AUX_BANDS, event_slots: int = 1,
                  event_flux_bands: int = 0, impact_weight: float = 0.0, impact_frames: int = 0,
                  timbre_weight: float = 0.0, timbre_bands: int = 20,
-                 material_weight: float = 0.0, materials: int = 0) -> None:
+                 material_weight: float = 0.0, materials: int = 0, material_offset: int = 0) -> None:
         super().__init__()
         self.video = video
         self.audio = audio
@@ -172,6 +173,9 @@ class CAVPObjective(nn.Module):
         if material_weight > 0 and materials < 2:
             raise ValueError(f"a material head needs at least 2 material classes, got {materials}")
         self.material_head = nn.Linear(video.cfg.embed_dim, materials) if material_weight > 0 else None
+        if material_offset < 0:
+            raise ValueError(f"material_offset counts frames after the impact's frame; got {material_offset}")
+        self.material_offset = material_offset
 
     def train(self, mode: bool = True) -> "CAVPObjective":
         super().train(mode)
@@ -232,7 +236,14 @@ class CAVPObjective(nn.Module):
         if self.material_head is not None:
             if len(batch) < 3:
                 raise ValueError("the material head needs per-frame material labels (B, F) as the batch's third item")
-            label = batch[2].reshape(-1)                                      # (B * F,), -1 = no impact
+            label = batch[2]                                                  # (B, F), -1 = no impact
+            if self.material_offset:
+                # Frame t + offset names the material of an impact in period t: at a low visual
+                # rate the frame that opens the impact's period shows the object above the impact
+                # point, the next one shows it where it struck.
+                o = min(self.material_offset, f)
+                label = torch.cat([label.new_full((b, o), -1), label[:, :f - o]], 1)
+            label = label.reshape(-1)                                         # (B * F,)
             hit = label >= 0
             if bool(hit.any()):
                 logits = self.material_head(v.reshape(-1, d)[hit])

@@ -145,7 +145,8 @@ def stage_cavp(run: Run, hp: StageHParams) -> dict:
                         event_flux_bands=getattr(run.args, "cavp_event_flux_bands", 0),
                         impact_weight=getattr(run.args, "cavp_impact_weight", 0.0),
                         timbre_weight=getattr(run.args, "cavp_timbre_weight", 0.0),
-                        material_weight=material_weight, materials=len(SceneConfig().materials))
+                        material_weight=material_weight, materials=len(SceneConfig().materials),
+                        material_offset=getattr(run.args, "cavp_material_offset", 0))
     if getattr(run.args, "cavp_channels_last", False):
         # Same maths, another memory layout: mkldnn's channels-last 3-D convolutions.
         obj.video.to(memory_format=torch.channels_last_3d)

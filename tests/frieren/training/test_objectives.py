@@ -191,6 +191,34 @@ def test_cavp_material_head_learns_labelled_frames_and_needs_labels():
         CAVPObjective(CAVPVideoEncoder(cfg), MelAudioEncoder(80, cfg.embed_dim, 8, width=32), material_weight=1.0)
 
 
+def test_cavp_material_offset_asks_the_frame_after_the_impact():
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(TINY.cavp, image_size=32)
+    obj = CAVPObjective(CAVPVideoEncoder(cfg), MelAudioEncoder(80, cfg.embed_dim, 8, width=32), segments=4,
+                        material_weight=1.0, materials=3, material_offset=1).eval()
+    g = torch.Generator().manual_seed(1)
+    frames, mel = torch.rand(2, 8, 3, 32, 32, generator=g), torch.randn(2, 80, 64, generator=g)
+    label = torch.full((2, 8), -1, dtype=torch.long)
+    label[0, 2], label[1, 6] = 1, 2
+    shifted = torch.full((2, 8), -1, dtype=torch.long)
+    shifted[0, 3], shifted[1, 7] = 1, 2                                 # the frames after the impacts
+    with torch.no_grad():
+        asked_after = obj((frames, mel, label))["material"]
+        obj.material_offset = 0
+        asked_directly = obj((frames, mel, shifted))["material"]
+        own_frame = obj((frames, mel, label))["material"]
+    assert torch.allclose(asked_after, asked_directly)
+    assert not torch.allclose(asked_after, own_frame)
+    obj.material_offset = 1
+    last = torch.full((2, 8), -1, dtype=torch.long)
+    last[0, 7] = 0                                                      # no frame after it in the window
+    with torch.no_grad():
+        assert float(obj((frames, mel, last))["material"]) == 0.0
+    with pytest.raises(ValueError, match="material_offset"):
+        CAVPObjective(CAVPVideoEncoder(cfg), MelAudioEncoder(80, cfg.embed_dim, 8, width=32),
+                      material_weight=1.0, materials=3, material_offset=-1)
+
+
 @pytest.mark.parametrize("kind", ["cfm", "reflow", "distill"])
 def test_flow_objectives_decrease(kind):
     est, cond = _flow_modules()
