@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "ClipItem", "ClipData", "synthetic_source", "folder_source", "csv_source", "build_clip_cache",
     "load_clip_cache", "frame_materials", "window_index", "WindowData", "LatentCache", "build_latent_cache",
-    "audio_clock_indices",
+    "audio_clock_indices", "write_json_atomic",
 ]
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mov", ".mkv", ".avi")
@@ -229,6 +229,15 @@ def _atomic_torch_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def write_json_atomic(path: os.PathLike, doc) -> None:
+    """Write ``doc`` as JSON so that a reader in another process (a DDP rank) sees the old
+    file or the new one, never a truncated one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(doc))
+    os.replace(tmp, path)
+
+
 def build_clip_cache(items: Sequence[ClipItem], cache_dir: os.PathLike, preset: Preset,
                      progress: bool = True, workers: int = 1) -> List[Path]:
     """Cache every item as ``clips/NNNNN.pt`` (skipping finished ones); returns the paths.
@@ -397,11 +406,13 @@ def build_latent_cache(clips: Sequence[ClipData], windows: Tensor, cavp, vae, pr
 
     out = Path(cache_dir) / "latents"
     meta_path = out / "meta.json"
-    if out.is_dir() and (not meta_path.is_file() or json.loads(meta_path.read_text()).get("fingerprint") != fingerprint):
+    current = meta_path.is_file() and json.loads(meta_path.read_text()).get("fingerprint") == fingerprint
+    if out.is_dir() and not current:
         for p in out.glob("*.pt"):
             p.unlink()
     out.mkdir(parents=True, exist_ok=True)
-    meta_path.write_text(json.dumps({"fingerprint": fingerprint}))
+    if not current:  # DDP ranks read it after rank 0 built the cache: never rewrite a current one
+        write_json_atomic(meta_path, {"fingerprint": fingerprint})
     g = preset.geometry
     f, m = g.frames_per_window, g.latents_per_frame * g.mel_per_latent
     cavp.eval()

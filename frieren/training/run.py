@@ -42,7 +42,7 @@ class Run:
     def clips(self):
         if self._clips is None:
             from frieren.training.data import (build_clip_cache, csv_source, folder_source,
-                                               load_clip_cache, synthetic_source)
+                                               load_clip_cache, synthetic_source, write_json_atomic)
             from frieren.training.ddp import barrier
             a = self.args
             cache = self.dir / "cache"
@@ -52,7 +52,9 @@ class Run:
             if meta.is_file() and json.loads(meta.read_text()) != desc:
                 raise SystemExit(f"{cache} was built from another data source ({meta.read_text().strip()}); "
                                  f"use another --run-dir or delete {cache}")
-            meta.write_text(json.dumps(desc))
+            if self.ctx.is_main and not meta.is_file():
+                # rank 0 alone writes, atomically: another rank reading it mid-write saw "" (CI flake)
+                write_json_atomic(meta, desc)
             if a.data_dir:
                 items = (csv_source(a.data_dir, a.csv, self.preset, a.csv_split) if a.csv
                          else folder_source(a.data_dir, self.preset))

@@ -56,8 +56,13 @@ def test_clip_cache_aligns_and_resumes(tmp_path):
     assert lat.window_feats(torch.tensor([0, 3])).shape == (2, G.frames_per_window, P.cavp.embed_dim)
     x = lat.latents(torch.tensor([0, 1]), torch.Generator().manual_seed(0))
     assert x.shape == (2, P.vae.embed_dim, G.latent_frames)
+    meta = tmp_path / "latents" / "meta.json"
+    before = meta.stat().st_ino
     again = build_latent_cache(clips, w, cavp, vae, P, tmp_path, 0.5, "fp1", progress=False)
     assert torch.equal(again.mean, lat.mean)
+    # DDP ranks load a cache rank 0 just built: a current cache's meta is never rewritten
+    # (a rank reading it mid-rewrite saw an empty file and dropped the cache)
+    assert meta.stat().st_ino == before and not list(meta.parent.glob(".*.tmp"))
     with torch.no_grad():
         direct = vae.encode(wd.mel(torch.tensor([2]))).mean
     assert torch.allclose(direct[0], lat.mean[2], atol=1e-5)
