@@ -216,7 +216,7 @@ def main(argv: List[str] = None) -> int:
     ap.add_argument("--preset", default="tiny")
     ap.add_argument("--clips", type=int, default=48, help="held-out clips (default 48)")
     ap.add_argument("--train-clips", type=int, default=32, help="of which the probes train on (default 32)")
-    ap.add_argument("--seed0", type=int, default=900000, help="first held-out seed (training used 1000..1299)")
+    ap.add_argument("--seed0", type=int, default=900000, help="first held-out seed (the recipe trains on seeds from 1000 up)")
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--event-slots", type=int, default=4,
                     help="onset slots per frame of the checkpoints' event heads (--cavp-event-slots "

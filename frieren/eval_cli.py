@@ -53,7 +53,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clips", type=int, default=24, help="held-out clips (default 24)")
     p.add_argument("--seconds", type=float, default=8.0, help="clip length (default 8)")
     p.add_argument("--seed0", type=int, default=900000,
-                   help="first held-out seed (default 900000; training used 1000..1299)")
+                   help="first held-out seed (default 900000; the recipe trains on seeds from 1000 up, and a seed a bundle was trained on is refused)")
     p.add_argument("--classifier-clips", type=int, default=60,
                    help="GT clips to train the material classifier on (seeds seed0+50000...)")
     p.add_argument("--fd", default="cavp,logmel",

@@ -1,8 +1,10 @@
 """`frieren eval`: the quality/speed table (like Table 2 of the Frieren paper) on held-out scenes.
 
 Held-out clips: synthetic scenes with seeds ``seed0 .. seed0 + clips - 1`` (default 900000;
-the shipped model was trained on seeds 1000..1299). The material classifier is trained on
-the ground-truth audio of another disjoint range (``seed0 + 50000 ...``).
+the recipe trains on seeds from 1000 up). The material classifier is trained on the
+ground-truth audio of another disjoint range (``seed0 + 50000 ...``). Each bundle's provenance
+names the synthetic seeds it was trained on; the table states them, and a held-out or classifier
+seed among them is refused (a model scored on its own training scenes says nothing).
 
 Rows: one per (model, steps), every model at its bundle's CFG scale; plus two reference
 rows: the ground-truth audio itself (the detector's and classifier's ceiling) and the
@@ -180,8 +182,10 @@ def run_eval(cfg: EvalConfig, progress: bool = True) -> Dict[str, object]:
     frontend = MelFrontend(preset.mel).eval()
 
     seeds = list(range(cfg.seed0, cfg.seed0 + cfg.clips))
-    clips = render_clips(seeds, cfg.seconds, preset)
     clf_seeds = list(range(cfg.seed0 + CLASSIFIER_SEED_OFFSET, cfg.seed0 + CLASSIFIER_SEED_OFFSET + cfg.classifier_clips))
+    training = {name: training_data(info) for name, (_, info) in stacks.items()}
+    check_held_out(training, seeds, clf_seeds)
+    clips = render_clips(seeds, cfg.seconds, preset)
     classifier = train_material_classifier(clf_seeds, cfg.seconds, preset, frontend)
     embeddings = {}
     for kind in cfg.fd_embeddings:
@@ -221,7 +225,8 @@ def run_eval(cfg: EvalConfig, progress: bool = True) -> Dict[str, object]:
         bundles[spec.name] = {"path": spec.bundle or f"shipped default ({DEFAULT_BUNDLE.parent.parent.name}/assets/default)",
                               "flow_stage": (info.provenance or {}).get("flow_stage") if info else None,
                               "default_steps": stack.preset.sampling.steps,
-                              "cfg_scale": stack.preset.sampling.cfg_scale}
+                              "cfg_scale": stack.preset.sampling.cfg_scale,
+                              "training_data": training[spec.name]}
         gen = OfflineGenerator(stack, cfg.device)
         cfg_scale = stack.preset.sampling.cfg_scale
         for steps in spec.steps:
@@ -273,6 +278,52 @@ def run_eval(cfg: EvalConfig, progress: bool = True) -> Dict[str, object]:
     }
 
 
+def training_data(info) -> Optional[Dict[str, object]]:
+    """The ``data`` record of a bundle's provenance (``kind``, ``clips``, ``seed0`` for synthetic
+    data), or None when the bundle does not say (random weights, converted official weights)."""
+    data = (getattr(info, "provenance", None) or {}).get("data")
+    return dict(data) if isinstance(data, dict) else None
+
+
+def _synthetic_seeds(data: Optional[Dict[str, object]]) -> Optional[range]:
+    if not data or data.get("kind") != "synthetic" or data.get("clips") is None or data.get("seed0") is None:
+        return None
+    return range(int(data["seed0"]), int(data["seed0"]) + int(data["clips"]))
+
+
+def check_held_out(training: Dict[str, Optional[Dict[str, object]]], seeds: Sequence[int],
+                   classifier_seeds: Sequence[int]) -> None:
+    """Raise ValueError if a held-out or classifier seed is one a model was trained on."""
+    for name, data in training.items():
+        trained = _synthetic_seeds(data)
+        if trained is None:
+            continue
+        for what, used in (("held-out", seeds), ("material-classifier", classifier_seeds)):
+            clash = [s for s in used if s in trained]
+            if clash:
+                raise ValueError(
+                    f"{what} seed {clash[0]} is one model {name!r} was trained on (its bundle's provenance: "
+                    f"synthetic seeds {trained.start}..{trained.stop - 1}); pass --seed0 so that seeds "
+                    f"seed0.. and seed0+{CLASSIFIER_SEED_OFFSET}.. lie outside that range")
+
+
+def describe_training(bundles: Dict[str, Dict[str, object]]) -> str:
+    """'training used seeds 1000–1599' (one phrase per distinct training set), from the bundles' provenance."""
+    phrases = []
+    for name, b in bundles.items():
+        data = b.get("training_data")
+        trained = _synthetic_seeds(data)
+        if trained is not None:
+            phrase = f"seeds {trained.start}–{trained.stop - 1}"
+        elif data:
+            phrase = f"{data.get('clips', '?')} {data.get('kind', 'other')} clips"
+        else:
+            phrase = "unknown data (no provenance)"
+        if phrase not in phrases:
+            phrases.append(phrase)
+    return "training used " + ("; ".join(phrases) if phrases else "unknown data")
+
+
 def _majority_rate(labels: Sequence[str]) -> Optional[float]:
     """Accuracy of always answering the most frequent material (the chance level)."""
     if not labels:
@@ -310,7 +361,7 @@ def to_markdown(result: Dict[str, object]) -> str:
     notes = [
         "",
         f"{cfg['clips']} held-out synthetic clips of {cfg['seconds']:g} s (seeds {cfg['seeds'][0]}–{cfg['seeds'][-1]}; "
-        f"training used 1000–1299), {r0['events']} onset events, {r0['impacts']} isolated impacts for the material "
+        f"{describe_training(cfg.get('bundles', {}))}), {r0['events']} onset events, {r0['impacts']} isolated impacts for the material "
         f"classifier (trained on GT audio of seeds {cfg['classifier_seeds'][0]}–{cfg['classifier_seeds'][-1]}; "
         f"chance = majority class = {_fmt(cfg.get('material_chance'))}).",
         f"Window {cfg['window_s']:.3f} s; time per window = wall time of the whole offline pipeline per window "

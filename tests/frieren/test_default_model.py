@@ -12,7 +12,7 @@ import pytest
 
 from frieren.bundles import DEFAULT_BUNDLE, default_bundle_available
 
-HELD_OUT_SEED = 990_000  # training used seeds 1000..1299
+HELD_OUT_SEED = 990_000  # far from the training seeds (the recipe renders 1000 up)
 
 
 def _read_wav(path):

@@ -122,6 +122,10 @@ def test_eval_command_writes_table_json_and_png(tmp_path):
     assert rc == 0
     md = (out / "table.md").read_text()
     assert "| reflow+distill | 1 |" in md and "| reflow+distill | 2 |" in md and "ground truth" in md
+    # The table names the training seeds the bundle's own provenance records.
+    from frieren.bundles import DEFAULT_BUNDLE
+    data = json.loads((DEFAULT_BUNDLE / "config.json").read_text())["provenance"]["data"]
+    assert f"training used seeds {data['seed0']}–{data['seed0'] + data['clips'] - 1}" in md
     result = json.loads((out / "table.json").read_text())
     rows = {(r["model"], r["steps"]): r for r in result["rows"]}
     assert set(rows) >= {("ground truth", None), ("GT mel + vocoder", None), ("GT mel + VAE + vocoder", None),
@@ -138,3 +142,25 @@ def test_eval_command_writes_table_json_and_png(tmp_path):
     assert sum(sum(r.values()) for r in r1["material_confusion"].values()) == r1["impacts"]
     png = (out / "metrics_vs_steps.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10000
+
+
+def test_eval_refuses_held_out_seeds_the_model_was_trained_on():
+    from frieren.bundles import DEFAULT_BUNDLE, default_bundle_available
+    from frieren.eval.table import check_held_out, describe_training
+    from frieren.eval_cli import main
+
+    trained = {"teacher": {"kind": "synthetic", "clips": 10, "seed0": 100}, "other": None}
+    check_held_out(trained, range(110, 120), range(50110, 50120))          # disjoint: fine
+    with pytest.raises(ValueError, match="held-out seed 105 .*'teacher'.*100..109.*--seed0"):
+        check_held_out(trained, range(105, 115), range(50105, 50115))
+    with pytest.raises(ValueError, match="material-classifier seed 100 "):
+        check_held_out(trained, range(0, 4), range(100, 104))
+    assert describe_training({"a": {"training_data": trained["teacher"]}, "b": {"training_data": None},
+                              "c": {"training_data": {"kind": "folder", "clips": 7}}}) == \
+        "training used seeds 100–109; unknown data (no provenance); 7 folder clips"
+    if not default_bundle_available():
+        pytest.skip("shipped default bundle missing")
+    data = json.loads((DEFAULT_BUNDLE / "config.json").read_text())["provenance"]["data"]
+    with pytest.raises(ValueError, match="trained on"):
+        main(["--teacher", "", "--reflow", "", "--clips", "1", "--classifier-clips", "1", "--no-plot",
+              "--seed0", str(data["seed0"]), "--out", "/nonexistent/never-written"])
