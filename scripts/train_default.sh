@@ -1,27 +1,25 @@
 #!/usr/bin/env bash
 # Regenerate the shipped model (frieren/assets/default) from nothing.
 #
-# Tiny preset, trained on 300 synthetic Foley clips (seeds 1000..1299, 8 s each) rendered
-# in memory: VAE and, at the same time in a second process, CAVP (contrastive + per-frame
-# audio-event head + struck-material head) -> CFM -> reflow pairs (25 Euler steps, CFG 4.5) -> reflow -> one-step
-# distillation -> bundle. All seeds are fixed and a rerun with the same thread count gives
-# bit-identical weights (also with --side-by-side: each stage seeds itself); an interrupted
-# run resumes (finished stages are skipped). Measured from nothing on 2026-11-28 on an idle
-# 2-core CPU, 1 thread per process (`RUN_DIR=runs/default_v5 OUT=runs/v5_bundle bash
-# scripts/train_default.sh --no-progress`): 30 min (rendering the clips 1.3 min, VAE 5.1 min
-# beside CAVP 15.6 min, latents 0.2 min, CFM 6.1 min, pairs 1.7 min, reflow 2.9 min, distill
-# 2.3 min; the bundle's provenance holds them and the losses). That bundle is the shipped one:
-# its VAE equals v4's bit for bit (the same VAE recipe), and every metric of `frieren eval` on it
-# equals, to the last float digit, that of the v21 experiment run trained the same way the day
-# before. (Earlier sessions' machines were slower: the v4 recipe took 76 min with other jobs on
-# the cores for its first 40.)
+# Tiny preset, trained on 600 synthetic Foley clips (seeds 1000..1599, 8 s each) rendered
+# in memory by two processes: VAE and, at the same time in a second process, CAVP (contrastive +
+# per-frame audio-event head + struck-material head) -> CFM -> reflow pairs (25 Euler steps, CFG 4.5)
+# -> reflow -> one-step distillation -> bundle. All seeds are fixed and a rerun with the same thread
+# count gives bit-identical weights (also with --side-by-side: each stage seeds itself); an
+# interrupted run resumes (finished stages are skipped). Measured from nothing on 2026-11-29 on a
+# nearly idle 2-core CPU (a 30 s test ran in its first minute), 1 thread per process (`RUN_DIR=runs/default_v6 OUT=runs/v6_bundle bash
+# scripts/train_default.sh --no-progress`): 49 min (rendering the clips 1.4 min, VAE 15.3 min
+# beside CAVP 32.4 min, latents 0.5 min, CFM 7.1 min, pairs 1.8 min, reflow 3.2 min, distill
+# 2.5 min; the bundle's provenance holds them and the losses). That bundle is the shipped one (v6).
+# (The v5 recipe, 300 clips and half the CAVP and a third of the VAE steps, took 30 min on
+# 2026-11-28's machine; earlier sessions' slower machines took 65-76 min for the v4 recipe.)
 #
 #   bash scripts/train_default.sh                 # -> frieren/assets/default (+ $RUN_DIR/bundle_cfm, bundle_reflow)
 #   .venv/bin/frieren eval --clips 64 --classifier-clips 80 --out docs/eval    # the Table-2 style table
 #   RUN_DIR=runs/other OUT=/tmp/bundle bash scripts/train_default.sh
 #
 # Why these settings (each measured on held-out synthetic clips, see README "Measured figures"):
-# * VAE 4000 steps, cosine LR decay, 16 channels x width 64 (the tiny preset): the earlier
+# * VAE 4000 steps (12000 since v6), cosine LR decay, 16 channels x width 64 (the tiny preset): the earlier
 #   8-channel, width-32, 1500-step VAE was the ceiling of the whole model. A ground-truth mel
 #   through encode -> decode -> Griffin-Lim kept onset F1 +-125 ms 0.81 and material accuracy
 #   0.59 (16 clips); this VAE keeps 0.86 and 0.78 (Griffin-Lim of the mel itself: 0.89, 0.95).
@@ -33,7 +31,7 @@
 #   at impact frames went 0.34 -> 0.47 (48 held-out clips, majority class 0.40;
 #   python benchmarks/cavp_probe.py runs/default_v2/cavp/final.pt runs/default_v3/cavp/final.pt).
 # * CFM 4000 steps (loss still falling at 3400).
-# * CAVP 4000 steps (v4; v3 had 2000): at 2000 every term of the CAVP loss was still falling,
+# * CAVP 4000 steps (v4; v3 had 2000; v6: 8000 on twice the clips): at 2000 every term of the CAVP loss was still falling,
 #   and the features, not the flow model, limited sync (the CAVP's own event head placed onsets
 #   at F1 +-125 0.60, the flow model made 0.66 of them). Doubling the CFM instead improved FD but
 #   not sync. docs/eval/experiments/training_length/.
@@ -42,10 +40,17 @@
 #   Diff-Foley's self-supervised CAVP, synthetic data only). Material accuracy 0.378 -> 0.516
 #   (with seed 1: 0.339 -> 0.519), sync unchanged, FD (log-mel) 3.81 -> 4.61;
 #   docs/eval/experiments/cavp_material_head_recipe/.
-# Distilled 1-step model, v2 -> v3 -> v4 -> v5 (`frieren eval`, 64 held-out clips):
-# onset F1 +-125 ms 0.631 -> 0.656 -> 0.678 -> 0.676, +-45 ms 0.498 -> 0.526 -> 0.560 -> 0.540,
-# material accuracy 0.351 -> 0.374 -> 0.378 -> 0.516, FD (log-mel) 7.4 -> 4.2 -> 3.8 -> 4.6,
-# mel L1 0.388 -> 0.334 -> 0.315 -> 0.356.
+# * v6: 600 clips (was 300) with CAVP 8000 steps (was 4000), so the CAVP sees each clip as often
+#   while memorising less (docs/eval/experiments/data_scale/), and VAE 12000 steps (was 4000),
+#   free in wall time as the VAE trains beside the CAVP. Each change alone lifted the distilled
+#   model (600 clips + CAVP 8000: F1 +-125 0.698, material 0.558; VAE 12000: FD 3.32), together
+#   F1 +-125 0.700, material 0.556, FD 3.13, and the VAE ceiling (GT mel -> VAE -> Griffin-Lim)
+#   rose to F1 +-125 0.873, material 0.853 (v5's VAE 0.851, 0.791);
+#   docs/eval/experiments/recipe_budget/.
+# Distilled 1-step model, v2 -> v3 -> v4 -> v5 -> v6 (`frieren eval`, 64 held-out clips):
+# onset F1 +-125 ms 0.631 -> 0.656 -> 0.678 -> 0.676 -> 0.700, +-45 ms 0.498 -> 0.526 -> 0.560 ->
+# 0.540 -> 0.574, material accuracy 0.351 -> 0.374 -> 0.378 -> 0.516 -> 0.556, FD (log-mel)
+# 7.4 -> 4.2 -> 3.8 -> 4.6 -> 3.1, mel L1 0.388 -> 0.334 -> 0.315 -> 0.356 -> 0.353.
 #
 # --max-minutes is only a safety net (no stage came near it in the shipped run; a stage that
 # hit it would stop early and give other weights).
@@ -56,17 +61,18 @@
 # last bits, as float reductions are ordered differently).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUN_DIR=${RUN_DIR:-runs/default_v5}
+RUN_DIR=${RUN_DIR:-runs/default_v6}
 OUT=${OUT:-frieren/assets/default}
+CLIPS=600   # synthetic seeds 1000..1599
 THREADS=${FRIEREN_TRAIN_THREADS:-1}
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 export OMP_NUM_THREADS=$THREADS
 export FRIEREN_TRAIN_SCRIPT=scripts/train_default.sh
 .venv/bin/python -m frieren.train_cli default \
     --run-dir "$RUN_DIR" --out "$OUT" --preset tiny --seed 0 --threads "$THREADS" \
-    --synthetic 300 --synthetic-seed 1000 --clip-seconds 8 --window-stride 2 \
-    --vae-steps 4000 --vae-batch-size 16 \
-    --cavp-steps 4000 --cavp-batch-size 16 --cavp-event-weight 1.0 --cavp-event-slots 4 --cavp-event-flux-bands 20 \
+    --synthetic "$CLIPS" --synthetic-seed 1000 --clip-seconds 8 --window-stride 2 --data-workers 2 \
+    --vae-steps 12000 --vae-batch-size 16 \
+    --cavp-steps 8000 --cavp-batch-size 16 --cavp-event-weight 1.0 --cavp-event-slots 4 --cavp-event-flux-bands 20 \
     --cavp-material-weight 1.0 \
     --cfm-steps 4000 --cfm-batch-size 32 \
     --reflow-pairs 1536 --teacher-steps 25 --cfg-scale 4.5 \
@@ -76,5 +82,5 @@ export FRIEREN_TRAIN_SCRIPT=scripts/train_default.sh
 # The teacher and reflow stages as bundles too, for `frieren eval` (its defaults point here).
 for stage in cfm reflow; do
   .venv/bin/python -m frieren.train_cli bundle --run-dir "$RUN_DIR" --preset tiny --threads "$THREADS" \
-      --synthetic 300 --synthetic-seed 1000 --stage "$stage" --out "$RUN_DIR/bundle_$stage" --no-progress
+      --synthetic "$CLIPS" --synthetic-seed 1000 --stage "$stage" --out "$RUN_DIR/bundle_$stage" --no-progress
 done
