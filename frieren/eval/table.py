@@ -310,7 +310,7 @@ def check_held_out(training: Dict[str, Optional[Dict[str, object]]], seeds: Sequ
 def describe_training(bundles: Dict[str, Dict[str, object]]) -> str:
     """'training used seeds 1000–1599' (one phrase per distinct training set), from the bundles' provenance."""
     phrases = []
-    for name, b in bundles.items():
+    for b in bundles.values():
         data = b.get("training_data")
         trained = _synthetic_seeds(data)
         if trained is not None:
