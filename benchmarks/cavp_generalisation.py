@@ -91,12 +91,14 @@ def main(argv: List[str] = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(1)
-    from frieren.config import get_preset
+    from frieren.config import get_preset, with_subframes
     from frieren.synth import SceneConfig
     from frieren.training.data import (WindowData, build_clip_cache, load_clip_cache, synthetic_source,
                                        window_index)
 
-    preset = get_preset(args.preset)
+    source = Path(args.run_dir) / "cache" / "source.json"
+    subframes = json.loads(source.read_text()).get("subframes", 1) if source.is_file() else 1
+    preset = with_subframes(get_preset(args.preset), subframes)   # frames as the run's cache holds them
     g = preset.geometry
     cached = sorted((Path(args.run_dir) / "cache" / "clips").glob("*.pt"))
     if len(cached) < args.clips:

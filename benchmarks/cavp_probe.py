@@ -104,8 +104,16 @@ def cavp_encoder(checkpoint: str, preset, state: Optional[Dict[str, torch.Tensor
     return enc.eval()
 
 
+def snapshots_of(checkpoint: str) -> int:
+    """RGB snapshots per visual frame the checkpoint's CAVP stem takes (``--subframes`` of its
+    training): its first conv's input channels / 3."""
+    state = load_stage_state(checkpoint)
+    weight = state.get("video.video_encoder.conv1.conv.weight")
+    return 1 if weight is None else int(weight.shape[1]) // 3
+
+
 def cavp_features(checkpoint: str, preset) -> Callable[[torch.Tensor], np.ndarray]:
-    """The video branch of a CAVP stage checkpoint: frames (N, 3, S, S) -> features (N, D)."""
+    """The video branch of a CAVP stage checkpoint: frames (N, 3K, S, S) -> features (N, D)."""
     enc = cavp_encoder(checkpoint, preset)
     return lambda frames: enc(frames[None])[0].numpy()
 
@@ -229,18 +237,30 @@ def main(argv: List[str] = None) -> int:
     if not 0 < args.train_clips < args.clips:
         ap.error("--train-clips must be between 1 and --clips - 1")
     torch.set_num_threads(1)
-    from frieren.config import get_preset
+    from frieren.config import get_preset, with_subframes
     from frieren.eval.table import render_clips
 
-    preset = get_preset(args.preset)
-    log.info("rendering %d held-out clips", args.clips)
-    clips = render_clips(list(range(args.seed0, args.seed0 + args.clips)), args.seconds, preset)
+    base = get_preset(args.preset)
+    seeds = list(range(args.seed0, args.seed0 + args.clips))
+    rendered = {}
+
+    def clips_for(subframes: int):
+        """The held-out clips with ``subframes`` snapshots per visual frame (rendered once)."""
+        if subframes not in rendered:
+            preset = with_subframes(base, subframes)
+            log.info("rendering %d held-out clips (%d snapshot(s) per frame)", args.clips, subframes)
+            rendered[subframes] = preset, render_clips(seeds, args.seconds, preset)
+        return rendered[subframes]
+
     results = []
-    named = [(ck, cavp_features(ck, preset)) for ck in args.checkpoints]
+    named = [(ck, snapshots_of(ck)) for ck in args.checkpoints]
     if args.raw_baseline:
-        named.append(("raw pixels", raw_pixel_features))
-    for name, features in named:
+        named.append(("raw pixels", 1))
+    for name, subframes in named:
+        preset, clips = clips_for(subframes)
+        features = raw_pixel_features if name == "raw pixels" else cavp_features(name, preset)
         r = probe(name, features, clips, preset, args.train_clips)
+        r["subframes"] = subframes
         line = (f"{name}: material {r['material_acc']:.3f} (with the next frame's features "
                 f"{r['material_acc_with_next_frame']:.3f}; majority {r['material_majority']:.3f}, "
                 f"{r['test_impacts']} impacts), onset AUC {r['onset_auc']:.3f}")

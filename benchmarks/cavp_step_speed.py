@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from frieren.config import get_preset
+from frieren.config import Preset, get_preset, with_subframes
 from frieren.models.cavp import CAVPVideoEncoder
 from frieren.synth import SceneConfig
 from frieren.training.cavp_audio import MelAudioEncoder
@@ -34,8 +34,8 @@ log = logging.getLogger("cavp_step_speed")
 MATERIALS = len(SceneConfig().materials)
 
 
-def mel_per_frame(preset: str) -> int:
-    g = get_preset(preset).geometry
+def mel_per_frame(p: Preset) -> int:
+    g = p.geometry
     return g.latents_per_frame * g.mel_per_latent
 
 
@@ -44,12 +44,11 @@ def _sync(dev: torch.device) -> None:
         torch.cuda.synchronize(dev)
 
 
-def build(preset: str, layout: str, material: bool, dev: torch.device) -> tuple:
+def build(p: Preset, layout: str, material: bool, dev: torch.device) -> tuple:
     """A seeded CAVP objective on ``dev`` in ``layout`` and its AdamW optimiser."""
-    p = get_preset(preset)
     torch.manual_seed(0)
     obj = CAVPObjective(CAVPVideoEncoder(p.cavp),
-                        MelAudioEncoder(p.mel.n_mels, p.cavp.embed_dim, mel_per_frame(preset)),
+                        MelAudioEncoder(p.mel.n_mels, p.cavp.embed_dim, mel_per_frame(p)),
                         segments=8, event_weight=1.0, event_slots=4, event_flux_bands=20,
                         material_weight=1.0 if material else 0.0, materials=MATERIALS if material else 0).train()
     if layout == "channels_last":
@@ -58,12 +57,11 @@ def build(preset: str, layout: str, material: bool, dev: torch.device) -> tuple:
     return obj, torch.optim.AdamW(obj.parameters(), lr=1e-4)
 
 
-def host_batch(preset: str, batch: int, frames: int, material: bool, gen: torch.Generator) -> tuple:
-    """Random uint8 frames (B, F, 3, S, S), mels (B, n_mels, F * mel_per_frame), materials (B, F)."""
-    p = get_preset(preset)
+def host_batch(p: Preset, batch: int, frames: int, material: bool, gen: torch.Generator) -> tuple:
+    """Random uint8 frames (B, F, 3K, S, S), mels (B, n_mels, F * mel_per_frame), materials (B, F)."""
     s = p.cavp.image_size
-    out = (torch.randint(0, 256, (batch, frames, 3, s, s), generator=gen, dtype=torch.uint8),
-           torch.randn(batch, p.mel.n_mels, frames * mel_per_frame(preset), generator=gen))
+    out = (torch.randint(0, 256, (batch, frames, p.cavp.in_channels, s, s), generator=gen, dtype=torch.uint8),
+           torch.randn(batch, p.mel.n_mels, frames * mel_per_frame(p), generator=gen))
     if material:
         out += (torch.randint(-1, MATERIALS, (batch, frames), generator=gen),)
     return out
@@ -81,6 +79,8 @@ def main(argv=None) -> int:
     ap.add_argument("--preset", default="tiny")
     ap.add_argument("--batch", type=int, default=16, help="windows per step (CPU recipe 16, GPU runs 64)")
     ap.add_argument("--frames", type=int, help="frames per window (default: the preset's)")
+    ap.add_argument("--subframes", type=int, default=1,
+                    help="camera snapshots per visual frame (the stem's 3K input channels; `frieren train --subframes`)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--steps", type=int, default=5, help="timed steps per round")
     ap.add_argument("--warmup", type=int, default=3)
@@ -95,11 +95,12 @@ def main(argv=None) -> int:
     dev = torch.device(a.device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device here; run on the CPU (--device cpu)")
-    a.frames = a.frames or get_preset(a.preset).geometry.frames_per_window
+    preset = with_subframes(get_preset(a.preset), a.subframes)
+    a.frames = a.frames or preset.geometry.frames_per_window
     gen = torch.Generator().manual_seed(0)
-    batches = [host_batch(a.preset, a.batch, a.frames, a.material, gen) for _ in range(2)]
+    batches = [host_batch(preset, a.batch, a.frames, a.material, gen) for _ in range(2)]
     variants = [(lay, form) for lay in a.layouts.split(",") for form in a.inputs.split(",")]
-    models = {lay: build(a.preset, lay, a.material, dev) for lay in a.layouts.split(",")}
+    models = {lay: build(preset, lay, a.material, dev) for lay in a.layouts.split(",")}
     times = {v: [] for v in variants}
     for r in range(a.rounds + 1):               # round 0 is the warm-up
         for lay, form in variants:
@@ -123,7 +124,8 @@ def main(argv=None) -> int:
                      "speedup_vs_first": round(base / ms, 3), "rounds_ms": [round(t, 2) for t in times[v]]})
         log.info("%-14s %-6s %8.1f ms/step  x%.2f", v[0], v[1], ms, base / ms)
     result = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
-              "torch": torch.__version__, "batch": a.batch, "frames": a.frames, "threads": a.threads,
+              "torch": torch.__version__, "batch": a.batch, "frames": a.frames, "subframes": a.subframes,
+              "threads": a.threads,
               "material_head": a.material, "rows": rows}
     if a.out:
         Path(a.out).write_text(json.dumps(result, indent=2))

@@ -70,7 +70,7 @@ def run_stage_benchmark(bundle: Optional[str] = None, *, preset: Optional[str] =
     g = p.geometry
     cuda = torch.device(device).type == "cuda"
     S = p.cavp.image_size
-    frames = torch.rand(1, g.frames_per_window, 3, S, S, device=device)
+    frames = torch.rand(1, g.frames_per_window, p.cavp.in_channels, S, S, device=device)
     x = torch.randn(1, p.estimator.in_channels, g.latent_frames, device=device)
     feats = stack.features(frames)
     cond = stack.encode_condition(feats)
@@ -141,7 +141,7 @@ def run_tick_benchmark(stack, *, device: str = "cpu", batches: Sequence[int] = (
             res["stopped_by"] = "deadline"
             break
         t_row = time.monotonic()
-        jobs = [WindowJob(frames=torch.rand(g.frames_per_window, 3, S, S), noise=torch.randn(C, L),
+        jobs = [WindowJob(frames=torch.rand(g.frames_per_window, 3 * g.subframes, S, S), noise=torch.randn(C, L),
                           emit_start=g.window_samples - hop - crossfade_samples,
                           emit_length=hop + crossfade_samples) for _ in range(int(b))]
         try:

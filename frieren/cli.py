@@ -143,7 +143,8 @@ def _cmd_info(args) -> int:
         "geometry": {"frames_per_window": g.frames_per_window, "visual_fps": g.visual_fps,
                      "frame_period_s": g.frame_period_s, "latent_frames": g.latent_frames,
                      "mel_frames": g.mel_frames, "window_samples": g.window_samples,
-                     "window_s": g.window_samples / g.sample_rate, "sample_rate": g.sample_rate},
+                     "window_s": g.window_samples / g.sample_rate, "sample_rate": g.sample_rate,
+                     "snapshots_per_frame": g.subframes},
         "vocoder": "bigvgan" if stack.has_neural_vocoder else "griffin-lim",
         "sampling": {"steps": stack.preset.sampling.steps, "cfg_scale": stack.preset.sampling.cfg_scale},
         "parameters": {"cavp": counts.cavp, "cond": counts.cond, "estimator": counts.estimator,
@@ -155,7 +156,9 @@ def _cmd_info(args) -> int:
     else:
         lines = [f"preset      {data['preset']}  ({data['bundle']})",
                  f"window      {g.frames_per_window} frames @ {g.visual_fps:.4g} fps -> {g.latent_frames} latents "
-                 f"-> {g.mel_frames} mels -> {g.window_samples} samples ({data['geometry']['window_s']:.3f} s)",
+                 f"-> {g.mel_frames} mels -> {g.window_samples} samples ({data['geometry']['window_s']:.3f} s)"
+                 + (f"; each frame stacks {g.subframes} snapshots {1000 * g.frame_period_s / g.subframes:.4g} ms "
+                    "apart" if g.subframes > 1 else ""),
                  f"vocoder     {data['vocoder']}",
                  f"sampling    {data['sampling']['steps']} steps, cfg {data['sampling']['cfg_scale']}"]
         lines += [f"params      {k:<9} {v:>13,}" for k, v in data["parameters"].items()]

@@ -4,7 +4,7 @@
 :class:`frieren.streaming.StreamingGenerator` calls on a stack (``features``,
 ``sample_latent``, ``decode``, ``vocode_span``), with these parts compiled:
 
-    cavp        ``stack.features``          frames (B, F, 3, S, S) -> features (B, F, D)
+    cavp        ``stack.features``          frames (B, F, 3K, S, S) -> features (B, F, D)
     estimator   ``stack.estimator``         one flow step's forward, (2B, C, L) under CFG
     vae_decode  ``stack.decode``            latent (B, C, L) -> mel (B, n_mels, T)
     vocoder     ``stack.vocode_span``       BigVGAN only; Griffin-Lim (complex STFTs) stays eager
@@ -172,7 +172,7 @@ class CompiledStages:
 
     # --- the stage methods StreamingGenerator calls (same signatures as FrierenStack) ---------
     def features(self, frames: torch.Tensor) -> torch.Tensor:
-        """frames (B, F, 3, S, S) in [0, 1] -> CAVP features (B, F, D)."""
+        """frames (B, F, 3K, S, S) in [0, 1] -> CAVP features (B, F, D)."""
         return self.parts.get("cavp", self.stack.features)(frames)
 
     def sample_latent(self, feats: torch.Tensor, x0: torch.Tensor, **kw: Any) -> torch.Tensor:

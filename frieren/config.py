@@ -143,11 +143,21 @@ class CAVPConfig:
     # Per stage (layer1..layer4): 1 makes conv1 of every block a (3,1,1) temporal conv.
     # The official SlowOnly inflates only layer3 and layer4 (checkpoint shapes depend on it).
     inflate: Tuple[int, int, int, int] = (0, 0, 1, 1)
+    # RGB snapshots stacked on the channel axis of each visual frame (WindowGeometry.subframes):
+    # the stem conv takes 3 * subframes channels. 1 (the official model): one RGB frame.
+    subframes: int = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inflate", tuple(int(bool(v)) for v in self.inflate))
         if len(self.inflate) != 4:
             raise ValueError(f"CAVPConfig.inflate needs one flag per stage (4), got {self.inflate}")
+        if int(self.subframes) < 1:
+            raise ValueError(f"CAVPConfig.subframes must be >= 1, got {self.subframes}")
+
+    @property
+    def in_channels(self) -> int:
+        """Channels of one visual frame at the CAVP input (3 per RGB snapshot)."""
+        return 3 * int(self.subframes)
 
 
 @dataclass(frozen=True)
@@ -172,12 +182,42 @@ class WindowGeometry:
     frames -> x mel_per_latent mel frames -> x hop_length samples. Visual frames are
     sampled on the audio clock (DESIGN §3.1): one frame period is the audio span of
     one visual frame, ``window_samples / sample_rate / frames_per_window`` seconds.
+
+    ``subframes`` K > 1 makes each visual frame a stack of K camera snapshots taken every
+    ``samples_per_frame / K`` samples up to the frame's instant (oldest first, the last one at
+    the instant itself), stacked on the channel axis: (3K, S, S). The frame rate of the
+    features, and so the latency, stays the same; the CAVP sees the motion between its frames
+    (an impact between two 128 ms frames shows in the snapshots of the next one).
     """
     frames_per_window: int = 32
     latents_per_frame: int = 8
     mel_per_latent: int = 2
     hop_length: int = 256
     sample_rate: int = 16000
+    subframes: int = 1
+
+    def __post_init__(self) -> None:
+        k = int(self.subframes)
+        if k < 1 or self.samples_per_frame % k:
+            raise ValueError(f"WindowGeometry.subframes={self.subframes} must be >= 1 and divide the "
+                             f"{self.samples_per_frame} samples of a visual frame")
+
+    @property
+    def subframe_offsets(self) -> Tuple[int, ...]:
+        """Sample offsets (<= 0) of a visual frame's snapshots from its instant, oldest first."""
+        k = int(self.subframes)
+        step = self.samples_per_frame // k
+        return tuple(-(k - 1 - i) * step for i in range(k))
+
+    def snapshot_instants_s(self, num_frames: int):
+        """Seconds of the snapshots of visual frames ``0 .. num_frames - 1``: float64
+        (num_frames, subframes), frame i's last one at ``i * frame_period_s``; instants before
+        0 are clamped to 0 (the first frame repeated, as at any clip's start)."""
+        import numpy as np
+
+        base = np.arange(int(num_frames), dtype=np.int64)[:, None] * self.samples_per_frame
+        samples = np.maximum(base + np.asarray(self.subframe_offsets, dtype=np.int64)[None, :], 0)
+        return samples.astype(np.float64) / self.sample_rate
 
     @property
     def latent_frames(self) -> int:
@@ -246,10 +286,18 @@ class Preset:
             problems.append(f"cond.origin_dim={self.cond.origin_dim} != cavp.embed_dim={self.cavp.embed_dim}")
         if self.mel.hop_length != g.hop_length or self.mel.sample_rate != g.sample_rate:
             problems.append("mel hop/sample_rate disagree with geometry")
+        if self.cavp.subframes != g.subframes:
+            problems.append(f"cavp.subframes={self.cavp.subframes} != geometry.subframes={g.subframes}")
         if g.latent_frames + 1 > self.estimator.max_len:
             problems.append(f"window of {g.latent_frames} latents exceeds max_len={self.estimator.max_len}")
         if problems:
             raise ValueError(f"inconsistent preset {self.name!r}: " + "; ".join(problems))
+
+
+def with_subframes(preset: Preset, subframes: int) -> Preset:
+    """``preset`` whose visual frames stack ``subframes`` snapshots (geometry and CAVP stem)."""
+    return dataclasses.replace(preset, geometry=dataclasses.replace(preset.geometry, subframes=int(subframes)),
+                               cavp=dataclasses.replace(preset.cavp, subframes=int(subframes)))
 
 
 def _official(name: str, steps: int) -> Preset:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import math
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import List, Optional, Sequence
 
@@ -91,32 +91,41 @@ class OfflineGenerator:
         return torch.autocast("cuda", dtype=table[dtype])
 
     def frame_times(self, duration_s: float) -> np.ndarray:
-        """Audio-clock sample instants (seconds) of the visual frames covering ``duration_s``."""
+        """Audio-clock sample instants (seconds) of the visual frames covering ``duration_s``
+        (N,); with K snapshots per frame (``geometry.subframes``) those of every snapshot,
+        frame-major, (N * K,)."""
         g = self.geometry
         total = int(round(duration_s * g.sample_rate))
         n = max(1, math.ceil(total / g.samples_per_frame))
-        return np.arange(n) * g.frame_period_s
+        return g.snapshot_instants_s(n).reshape(-1)
 
     def read_video(self, path: Path) -> SampledVideo:
-        """Sample the video on the audio clock and preprocess frames for CAVP."""
+        """Sample the video on the audio clock and preprocess frames for CAVP; ``frames`` is
+        (N, 3K, S, S) float (K snapshots of each visual frame stacked on the channel axis)."""
         from frieren.video_io import video_duration
 
         size = self.preset.cavp.image_size
         duration = video_duration(path)
-        return sample_video(path, self.frame_times(duration),
-                            transform=lambda rgb: preprocess_frame(rgb, size).numpy())
+        video = sample_video(path, self.frame_times(duration),
+                             transform=lambda rgb: preprocess_frame(rgb, size).numpy())
+        k = self.geometry.subframes
+        if k > 1:
+            n = video.frames.shape[0] // k
+            video = replace(video, frames=np.ascontiguousarray(
+                video.frames[:n * k].reshape(n, 3 * k, *video.frames.shape[2:])))
+        return video
 
     @torch.no_grad()
     def generate_video(self, path: Path, options: GenerateOptions = GenerateOptions()) -> GenerationResult:
         video = self.read_video(Path(path))
-        frames = torch.from_numpy(video.frames)  # (N, 3, S, S) float in [0, 1]
+        frames = torch.from_numpy(video.frames)  # (N, 3K, S, S) float in [0, 1]
         num_samples = int(round(video.duration_s * self.geometry.sample_rate))
         return self.generate_frames(frames, num_samples, options)
 
     @torch.no_grad()
     def generate_frames(self, frames: torch.Tensor, num_samples: int,
                         options: GenerateOptions = GenerateOptions()) -> GenerationResult:
-        """frames (N, 3, S, S) in [0, 1], sampled on the audio clock -> audio of num_samples."""
+        """frames (N, 3K, S, S) in [0, 1], sampled on the audio clock -> audio of num_samples."""
         from tqdm import tqdm
 
         g = self.geometry

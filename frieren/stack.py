@@ -72,7 +72,7 @@ class FrierenStack(nn.Module):
 
     # --- stages -------------------------------------------------------------------
     def features(self, frames: torch.Tensor) -> torch.Tensor:
-        """CAVP features. frames (B, F, 3, S, S) in [0, 1] -> (B, F, D), L2-normalised."""
+        """CAVP features. frames (B, F, 3K, S, S) in [0, 1] -> (B, F, D), L2-normalised."""
         return self.cavp(frames, normalize=True)
 
     def encode_condition(self, feats: torch.Tensor) -> torch.Tensor:
@@ -122,6 +122,6 @@ class FrierenStack(nn.Module):
         return wav.reshape(wav.shape[0], -1)
 
     def generate(self, frames: torch.Tensor, x0: torch.Tensor, **kw) -> torch.Tensor:
-        """Whole window: frames (B, F, 3, S, S) -> waveform (B, window_samples)."""
+        """Whole window: frames (B, F, 3K, S, S) -> waveform (B, window_samples)."""
         mel = self.decode(self.sample_latent(self.features(frames), x0, **kw))
         return self.vocode(mel)

@@ -28,7 +28,8 @@ from frieren.stack import FrierenStack
 class WindowJob:
     """One window to generate.
 
-    frames: (F, 3, S, S) float in [0, 1], sampled on the audio clock.
+    frames: (F, 3K, S, S) float in [0, 1], sampled on the audio clock (K = geometry.subframes
+            RGB snapshots per frame stacked on the channel axis, oldest first; usually 1).
     noise: (C, L) initial noise for this window's latent frames.
     emit_start, emit_length: the span of the window's audio to return, in samples
     from the window's first sample (0 <= emit_start, emit_start + emit_length <= window).
@@ -114,7 +115,7 @@ class StreamingGenerator:
     def _check(self, job: WindowJob) -> None:
         g = self.geometry
         S = self.image_size
-        want = (g.frames_per_window, 3, S, S)
+        want = (g.frames_per_window, 3 * g.subframes, S, S)
         if tuple(job.frames.shape) != want:
             raise ValueError(f"window frames must be {want}, got {tuple(job.frames.shape)}")
         if tuple(job.noise.shape) != (self.noise_channels, g.latent_frames):

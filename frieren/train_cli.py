@@ -65,6 +65,11 @@ log = logging.getLogger("frieren.train")
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-dir", default="runs/default", help="where caches, checkpoints and logs go")
     p.add_argument("--preset", default="tiny", help="preset to train (default tiny)")
+    p.add_argument("--subframes", type=int, default=1, metavar="K",
+                   help="camera snapshots per visual frame, stacked on the CAVP's input channels (default 1, "
+                        "the published model: one frame per feature). K > 1 shows the CAVP the motion between "
+                        "its frames (snapshots every frame_period / K up to each frame's instant) at the same "
+                        "feature rate and latency; the bundle records it")
     p.add_argument("--synthetic", type=int, default=400, metavar="N",
                    help="render N synthetic clips in memory (default 400; ignored with --data-dir)")
     p.add_argument("--synthetic-seed", type=int, default=0, help="seed of the first synthetic clip")

@@ -125,8 +125,10 @@ def run_single(engine, config, duration: float, seed: int, offline: bool = True,
         rec = src.recorded_frames()
         last = max(rec)
         n = max(1, math.ceil(end / P))
-        frames = np.stack([rec[min(src.frame_at_sample(j * P), last)] for j in range(n)])
-        frames = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div_(255.0)
+        # Visual frame j: its K snapshots (at j * P + offset, as FrameWindow) on the channel axis.
+        frames = np.stack([np.concatenate([rec[min(src.frame_at_sample(j * P + off), last)]
+                                           for off in g.subframe_offsets], axis=-1) for j in range(n)])
+        frames = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div_(255.0)  # (n, 3K, S, S)
         t1 = time.perf_counter()
         gen = OfflineGenerator(engine.meter.stack, device=engine.device)
         res = gen.generate_frames(frames, end, GenerateOptions(seed=config.seed, progress=False, dtype=dtype))

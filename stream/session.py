@@ -101,8 +101,8 @@ class Session:
 
     def _job(self, w: Window) -> WindowJob:
         g = self.geometry
-        rgb = w.stack_rgb()  # (N, S, S, 3) uint8
-        frames = torch.from_numpy(rgb).permute(0, 3, 1, 2).float().div_(255.0)
+        rgb = w.stack_rgb()  # (N, S, S, 3K) uint8, K = g.subframes snapshots per visual frame
+        frames = torch.from_numpy(rgb).permute(0, 3, 1, 2).float().div_(255.0)  # (N, 3K, S, S)
         noise = self.tape.window(w.latent_start, g.latent_frames)
         o = self.crossfader.overlap
         start = w.emit_offset if self._tail_mode else w.emit_offset - o

@@ -17,6 +17,13 @@ audio span that frame conditions, as in training). The frame used is the
 *nearest-earlier* captured frame (the newest frame with time <= that instant),
 whatever the source's own frame rate.
 
+With ``K = geometry.subframes`` > 1 a visual frame is a stack of K snapshots:
+snapshot ``k`` of frame ``j`` is the nearest-earlier captured frame at
+``S + j * P + geometry.subframe_offsets[k]`` (offsets ``-(K-1-k) * P/K``, oldest
+first, the last one at the frame's own instant). ``Window.frames`` then holds
+``N * K`` frames, slot-major (``frames[j * K + k]``), and ``Window.stack_rgb()``
+concatenates each slot's snapshots on the channel axis: (N, H, W, 3K).
+
 Hops and the emitted span (DESIGN §3.2)
 ---------------------------------------
 Windows advance by ``hop_samples = H`` (a multiple of one latent frame,
@@ -46,15 +53,18 @@ Start-up padding
 Before ``N`` frame periods of video exist, the instants before the first frame
 take the first frame (left padding by repetition, what a video clip shorter
 than the window gets when frames are held at the edge, as the training data
-loader pads short clips). ``Window.num_padded`` says how many leading frames
-are such repeats.
+loader pads short clips); so do snapshot instants before it. ``Window.num_padded``
+says how many leading visual frames have their own instant before the first frame.
 
 Memory
 ------
 Only frames that some window can still sample are kept: a frame is discarded
 as soon as a newer frame arrives before the next sampling-grid instant (the
-grid step is ``gcd(H, P)``), and frames older than the next window's first
-instant are pruned. ``capacity`` bounds the rest (oldest evicted, counted).
+grid step is ``gcd(H, P / K)``: snapshot ``k`` of frame ``j`` of window ``i`` lies
+at ``O + (i+1)*H + (A-N+j)*P - (K-1-k)*P/K`` and emitted spans start at ``O + i*H``,
+all ``O`` plus multiples of it since ``P/K`` divides ``P``), and frames older than
+the next window's earliest snapshot instant (``S_{i+1} - (K-1)*P/K``) are pruned.
+``capacity`` bounds the rest (oldest evicted, counted).
 Resize frames to the model's input size before pushing to keep this small.
 """
 from __future__ import annotations
@@ -79,13 +89,17 @@ log = logging.getLogger(__name__)
 class Window:
     """One model window, ready for the GPU worker.
 
-    frames:       N frames; ``frames[j]`` was sampled at ``start_sample + j * samples_per_frame``.
+    frames:       N * K frames (K = ``geometry.subframes``), slot-major: ``frames[j * K + k]`` is
+                  snapshot k of visual frame j, sampled at ``snapshot_sample_times[j * K + k]``
+                  = ``start_sample + j * samples_per_frame + subframe_offsets[k]``; with
+                  K = 1, ``frames[j]`` was sampled at ``start_sample + j * samples_per_frame``.
     start_sample: absolute sample of the window's first audio sample.
     emit_start:   absolute sample of the first audio sample to emit (``emit_samples`` long).
     latent_start: latent-frame index of the window start counted from the first window's
                   start (>= 0); the same absolute latent frame gets the same index in
                   every window, which is what the noise tape needs (DESIGN §3.3).
-    num_padded:   leading frames that are start-up repeats of the first frame.
+    num_padded:   leading visual frames whose own instant lies before the first frame
+                  (start-up repeats of it).
     capture_ns:   monotonic capture instant of the video moment at ``emit_start`` (the
                   nearest-earlier frame's ``capture_ns`` plus the sample offset).
     """
@@ -125,13 +139,27 @@ class Window:
         return self.emit_offset // spl, (self.emit_offset + self.emit_samples) // spl
 
     def stack_rgb(self) -> np.ndarray:
-        """The window's frames as one (N, H, W, 3) uint8 array (frames must share a size)."""
-        return np.stack([f.rgb for f in self.frames])
+        """The window as one (N, H, W, 3K) uint8 array: visual frame j's K snapshots
+        concatenated on the last axis, oldest first (channels 3k..3k+2 = snapshot k).
+        K = 1: (N, H, W, 3). Frames must share a size."""
+        rgb = np.stack([f.rgb for f in self.frames])  # (N * K, H, W, 3)
+        k = self.geometry.subframes
+        if k == 1:
+            return rgb
+        nk, h, w, c = rgb.shape
+        return np.ascontiguousarray(rgb.reshape(nk // k, k, h, w, c).transpose(0, 2, 3, 1, 4)).reshape(
+            nk // k, h, w, k * c)
 
     @property
     def frame_sample_times(self) -> Tuple[int, ...]:
+        """The N visual-frame instants (each frame's newest snapshot)."""
         p = self.geometry.samples_per_frame
         return tuple(self.start_sample + j * p for j in range(self.geometry.frames_per_window))
+
+    @property
+    def snapshot_sample_times(self) -> Tuple[int, ...]:
+        """The N * K snapshot instants, slot-major like ``frames``."""
+        return _snapshot_times(self.geometry, self.start_sample)
 
 
 MIN_DEFAULT_HOP_S = 0.128
@@ -176,8 +204,14 @@ class FrameWindow:
         self.geometry = g
         self.hop_samples = hop
         self.lookahead_frames = lookahead
-        self.grid_step = math.gcd(hop, g.samples_per_frame)
-        default_cap = g.window_samples // self.grid_step + 2 + 32
+        # Every instant ever sampled is origin + a multiple of grid_step (module doc, Memory):
+        # relative to the origin, snapshot k of frame j of window i lies at
+        # (i+1)*hop + (A-N+j)*P + subframe_offsets[k]; P and the offsets are multiples of P/K.
+        self.grid_step = math.gcd(hop, g.samples_per_frame // g.subframes)
+        # A window's snapshots reach (K-1)*P/K samples further back than its frame instants:
+        # the K = 1 bound (W // grid_step + slack) grows by that many samples.
+        reach = g.window_samples - g.subframe_offsets[0]
+        default_cap = reach // self.grid_step + 2 + 32
         self.capacity = default_cap if capacity is None else int(capacity)
         if self.capacity < 2:
             raise ValueError(f"capacity must be >= 2, got {capacity}")
@@ -290,14 +324,15 @@ class FrameWindow:
         k = self._next_index
         start = self.start_of(k)
         emit = start + self.emit_offset
-        p = g.samples_per_frame
         frames: List[Frame] = []
         padded = 0
-        for j in range(g.frames_per_window):
-            idx = bisect.bisect_right(self._times, start + j * p) - 1
+        for i, instant in enumerate(_snapshot_times(g, start)):
+            assert (instant - self.origin) % self.grid_step == 0, "snapshot instant off the pruning grid"
+            idx = bisect.bisect_right(self._times, instant) - 1
             if idx < 0:  # before every buffered frame: start-up padding
                 idx = 0
-                if self._times[0] == self.origin:
+                # a visual frame is padded when its own instant (its last snapshot) precedes the first frame
+                if i % g.subframes == g.subframes - 1 and self._times[0] == self.origin:
                     padded += 1
             frames.append(self._frames[idx])
         ref = max(bisect.bisect_right(self._times, emit) - 1, 0)
@@ -310,7 +345,7 @@ class FrameWindow:
         self.counters["windows"] += 1
         if padded:
             self.counters["padded_windows"] += 1
-        self._prune_before(self.start_of(self._next_index))
+        self._prune_before(self.start_of(self._next_index) + g.subframe_offsets[0])
         return window
 
     def _prune_before(self, instant: int) -> None:
@@ -322,6 +357,12 @@ class FrameWindow:
 
     def stats(self) -> Dict[str, int]:
         return dict(self.counters, buffered=len(self._frames), next_index=self._next_index)
+
+
+def _snapshot_times(g: WindowGeometry, start: int) -> Tuple[int, ...]:
+    """Snapshot instants of a window starting at ``start``: N * K ints, slot-major."""
+    p, offsets = g.samples_per_frame, g.subframe_offsets
+    return tuple(start + j * p + off for j in range(g.frames_per_window) for off in offsets)
 
 
 def _signed_ns(samples: int, sample_rate: int) -> int:

@@ -94,7 +94,7 @@ class GenerationWorker:
                      self.generator.compile_mode, ", ".join(map(str, sizes)), len(spans))
         t0 = time.perf_counter()
         for start, length in spans:
-            job = WindowJob(frames=torch.zeros(g.frames_per_window, 3, S, S),
+            job = WindowJob(frames=torch.zeros(g.frames_per_window, 3 * g.subframes, S, S),
                             noise=torch.zeros(self.generator.noise_channels, g.latent_frames),
                             emit_start=start, emit_length=length)
             for b in sizes:

@@ -72,7 +72,7 @@ class EvalConfig:
 @dataclass
 class HeldOutClip:
     seed: int
-    frames: torch.Tensor          # (N, 3, S, S) float in [0, 1], on the audio clock
+    frames: torch.Tensor          # (N, 3K, S, S) float in [0, 1], on the audio clock (K snapshots each)
     audio: np.ndarray             # ground truth
     onsets: List[int]             # event samples (ONSET_KINDS)
     impacts: List[int]            # unambiguous impact samples
@@ -83,7 +83,7 @@ class HeldOutClip:
 
 def render_clips(seeds: Sequence[int], seconds: float, preset) -> List[HeldOutClip]:
     from frieren.synth import SceneConfig, render_clip
-    from frieren.training.data import _preprocess_uint8, audio_clock_indices
+    from frieren.training.data import _preprocess_uint8, snapshot_indices, stack_snapshots
 
     g = preset.geometry
     scene = SceneConfig(duration_s=seconds, sample_rate=g.sample_rate)
@@ -91,9 +91,9 @@ def render_clips(seeds: Sequence[int], seconds: float, preset) -> List[HeldOutCl
     for seed in seeds:
         clip = render_clip(seed, scene)
         n = max(1, math.ceil(len(clip.audio) / g.samples_per_frame))
-        idx = audio_clock_indices(n, g.frame_period_s, clip.fps, clip.frames.shape[0])
-        frames = torch.from_numpy(np.stack([_preprocess_uint8(clip.frames[i], preset.cavp.image_size)
-                                            for i in idx])).float() / 255.0
+        idx = snapshot_indices(g, n, clip.fps, clip.frames.shape[0]).reshape(-1)
+        frames = torch.from_numpy(stack_snapshots(np.stack([_preprocess_uint8(clip.frames[i], preset.cavp.image_size)
+                                                            for i in idx]), g.subframes)).float() / 255.0
         imp = impact_samples(clip.events, scene.materials, sample_rate=g.sample_rate)
         out.append(HeldOutClip(seed, frames, clip.audio.astype(np.float32),
                                [e.sample for e in clip.events if e.kind in ONSET_KINDS],

@@ -189,7 +189,7 @@ class CAVPVideoEncoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.video_encoder = ResNet3dSlowOnly(depth=cfg.depth, base_channels=cfg.base_channels,
-                                              inflate=cfg.inflate)
+                                              in_channels=cfg.in_channels, inflate=cfg.inflate)
         self.feat_dim = self.video_encoder.feat_dim
         self.video_project_head = nn.Linear(self.feat_dim, cfg.embed_dim)
         self.eval()
@@ -222,20 +222,21 @@ class CAVPVideoEncoder(nn.Module):
         return self.load_state_dict(sd, strict=strict)
 
     # -- forward ----------------------------------------------------------------------------
-    @staticmethod
-    def _check_video(video: torch.Tensor) -> None:
-        if video.dim() != 5 or video.shape[2] != 3:
-            raise ValueError(f"CAVP expects video (B, T, 3, H, W), got {tuple(video.shape)}")
+    def _check_video(self, video: torch.Tensor) -> None:
+        c = self.cfg.in_channels
+        if video.dim() != 5 or video.shape[2] != c:
+            raise ValueError(f"CAVP expects video (B, T, {c}, H, W) ({self.cfg.subframes} RGB snapshot(s) "
+                             f"per frame), got {tuple(video.shape)}")
         if not video.is_floating_point():
             raise TypeError(f"CAVP expects float video in [0, 1], got dtype {video.dtype}")
 
     def backbone(self, video: torch.Tensor) -> torch.Tensor:
-        """video (B, T, 3, H, W) in [0, 1] → pooled backbone output (B, feat_dim, T, 1, 1)."""
+        """video (B, T, C, H, W) in [0, 1] → pooled backbone output (B, feat_dim, T, 1, 1)."""
         self._check_video(video)
         return self.video_encoder(video.permute(0, 2, 1, 3, 4))
 
     def backbone_stages(self, video: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """video (B, T, 3, H, W) → every stage output (B, C, T, h, w) and ``pooled``."""
+        """video (B, T, C, H, W) → every stage output (B, C, T, h, w) and ``pooled``."""
         self._check_video(video)
         return self.video_encoder.forward_stages(video.permute(0, 2, 1, 3, 4))
 
@@ -246,7 +247,8 @@ class CAVPVideoEncoder(nn.Module):
         return F.normalize(x, dim=-1) if normalize else x
 
     def forward(self, video: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-        """video (B, T, 3, H, W) float in [0, 1] → features (B, T, embed_dim).
+        """video (B, T, C, H, W) float in [0, 1] → features (B, T, embed_dim); C = 3, or
+        3 * ``cfg.subframes`` when each frame stacks several RGB snapshots (oldest first).
 
         The frames of each batch item form one clip (temporal zero padding at its edges).
         """
@@ -255,13 +257,14 @@ class CAVPVideoEncoder(nn.Module):
     @torch.no_grad()
     def extract(self, frames: torch.Tensor, chunk_frames: Optional[int] = None,
                 normalize: bool = True) -> torch.Tensor:
-        """frames (T, 3, H, W) in [0, 1] → (T, embed_dim), like the reference extractor.
+        """frames (T, C, H, W) in [0, 1] (C = ``cfg.in_channels``: 3, or 3 per stacked snapshot)
+        → (T, embed_dim), like the reference extractor.
 
         Consecutive chunks of ``chunk_frames`` (default ``cfg.chunk_frames`` = 40) are encoded
         independently as separate clips; a trailing partial chunk is its own shorter clip.
         """
-        if frames.dim() != 4 or frames.shape[1] != 3:
-            raise ValueError(f"CAVP.extract expects frames (T, 3, H, W), got {tuple(frames.shape)}")
+        if frames.dim() != 4 or frames.shape[1] != self.cfg.in_channels:
+            raise ValueError(f"CAVP.extract expects frames (T, {self.cfg.in_channels}, H, W), got {tuple(frames.shape)}")
         chunk = chunk_frames or self.cfg.chunk_frames
         if chunk <= 0:
             raise ValueError(f"chunk_frames must be positive, got {chunk}")

@@ -4,7 +4,8 @@ Pipeline (every step caches to disk and resumes; a rerun skips finished items):
 
 1. **Clip cache** (:func:`build_clip_cache`): each clip becomes ``clips/NNNNN.pt`` holding
    frames sampled *on the audio clock* (DESIGN §3.1; frame i shows the scene at
-   ``i * frame_period``) already resized for CAVP and stored as uint8 (N, 3, S, S), and the
+   ``i * frame_period``) already resized for CAVP and stored as uint8 (N, 3K, S, S) (K snapshots
+   per frame, ``WindowGeometry.subframes``; usually 1), and the
    log10 mel of the matching audio (n_mels, N * mel_per_frame). Only whole visual frames
    are kept, so frame i covers mel frames [i*m, (i+1)*m) exactly.
    Sources: synthetic clips rendered in memory (:func:`synthetic_source`), a synthetic
@@ -37,7 +38,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from frieren.config import Preset
+from frieren.config import Preset, WindowGeometry
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ VIDEO_EXTENSIONS = (".mp4", ".webm", ".mov", ".mkv", ".avi")
 
 @dataclass(frozen=True)
 class ClipItem:
-    """One clip to cache: ``load()`` -> (frames uint8 (N, 3, S, S) on the audio clock,
+    """One clip to cache: ``load()`` -> (frames uint8 (N, 3K, S, S) on the audio clock,
     mono audio float32 (num_samples,) at the preset's rate), or a third element: per visual
     frame the struck material's class index, int64 (N,), -1 where nothing strikes (synthetic
     clips only; real videos have no such labels). The sources here build ``load`` from
@@ -63,7 +64,7 @@ class ClipItem:
 
 @dataclass(frozen=True)
 class ClipData:
-    """A cached clip. frames uint8 (N, 3, S, S); mel float32 (n_mels, N * mel_per_frame)."""
+    """A cached clip. frames uint8 (N, 3K, S, S); mel float32 (n_mels, N * mel_per_frame)."""
     key: str
     frames: Tensor
     mel: Tensor
@@ -79,8 +80,26 @@ def audio_clock_indices(num_frames: int, frame_period_s: float, source_fps: floa
     """Index of the source frame shown at ``i * frame_period_s`` for i < num_frames
     (the latest source frame whose time i/fps is not after that instant)."""
     t = np.arange(num_frames, dtype=np.float64) * frame_period_s
-    idx = np.floor(t * source_fps + 1e-6).astype(np.int64)
+    return _latest_frame_at(t, source_fps, num_source_frames)
+
+
+def _latest_frame_at(times_s: np.ndarray, source_fps: float, num_source_frames: int) -> np.ndarray:
+    idx = np.floor(np.asarray(times_s, dtype=np.float64) * source_fps + 1e-6).astype(np.int64)
     return np.clip(idx, 0, num_source_frames - 1)
+
+
+def snapshot_indices(geometry: WindowGeometry, num_frames: int, source_fps: float,
+                     num_source_frames: int) -> np.ndarray:
+    """Source frame of every snapshot of visual frames ``0 .. num_frames - 1``: int64
+    (num_frames, geometry.subframes), oldest first (``WindowGeometry.snapshot_instants_s``);
+    with one snapshot per frame the same as :func:`audio_clock_indices`."""
+    return _latest_frame_at(geometry.snapshot_instants_s(num_frames), source_fps, num_source_frames)
+
+
+def stack_snapshots(frames: np.ndarray, subframes: int) -> np.ndarray:
+    """Snapshots (N * K, 3, S, S), frame-major and oldest first -> visual frames (N, 3K, S, S)."""
+    n = frames.shape[0] // subframes
+    return np.ascontiguousarray(frames[:n * subframes].reshape(n, subframes * frames.shape[1], *frames.shape[2:]))
 
 
 def _preprocess_uint8(rgb: np.ndarray, size: int) -> np.ndarray:
@@ -139,21 +158,22 @@ def synthetic_source(num_clips: int, seed0: int, preset: Preset, scene=None) -> 
 
 
 def _render_synthetic(seed: int, scene, preset: Preset) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One synthetic clip as (frames uint8 (N, 3, S, S), audio float32, material per frame)."""
+    """One synthetic clip as (frames uint8 (N, 3K, S, S), audio float32, material per frame)."""
     from frieren.synth import render_clip
 
     g = preset.geometry
     clip = render_clip(seed, scene)
     n = clip.audio.shape[0] // g.samples_per_frame
-    idx = audio_clock_indices(n, g.frame_period_s, clip.fps, clip.frames.shape[0])
-    frames = np.stack([_preprocess_uint8(clip.frames[i], preset.cavp.image_size) for i in idx])
+    idx = snapshot_indices(g, n, clip.fps, clip.frames.shape[0]).reshape(-1)
+    frames = stack_snapshots(np.stack([_preprocess_uint8(clip.frames[i], preset.cavp.image_size) for i in idx]),
+                             g.subframes)
     labels = frame_materials(clip.events, list(scene.materials), n, g.frame_period_s)
     return frames, clip.audio.astype(np.float32), labels
 
 
 def _load_video(video: Path, preset: Preset, audio_path: Optional[Path] = None) -> Tuple[np.ndarray, np.ndarray]:
-    """A video file (and optional separate audio file) as (frames uint8 (N, 3, S, S) on the
-    audio clock, mono audio float32 at the preset's rate)."""
+    """A video file (and optional separate audio file) as (frames uint8 (N, 3K, S, S) on the
+    audio clock, K = ``geometry.subframes`` snapshots each; mono audio float32 at the preset's rate)."""
     from frieren.audio import load_audio
     from frieren.video_io import sample_video, video_duration
 
@@ -162,9 +182,9 @@ def _load_video(video: Path, preset: Preset, audio_path: Optional[Path] = None) 
     audio = load_audio(audio_path or video, g.sample_rate)[0].numpy().astype(np.float32)
     duration = min(video_duration(video), audio.shape[0] / g.sample_rate)
     n = max(1, int(math.floor(duration * g.sample_rate / g.samples_per_frame + 1e-6)))
-    times = np.arange(n) * g.frame_period_s
+    times = g.snapshot_instants_s(n).reshape(-1)
     sv = sample_video(video, times, transform=functools.partial(_preprocess_uint8, size=size))
-    return sv.frames, audio
+    return stack_snapshots(sv.frames, g.subframes), audio
 
 
 def folder_source(folder: os.PathLike, preset: Preset, files: Optional[Sequence[Path]] = None) -> List[ClipItem]:
@@ -340,11 +360,11 @@ class WindowData:
         return torch.stack([self.clips[int(c)].mel[:, int(s) * m:(int(s) + f) * m] for c, s in self.windows[idx]])
 
     def frames(self, idx: Tensor) -> Tensor:
-        """(B, F, 3, S, S) float frames in [0, 1]."""
+        """(B, F, 3K, S, S) float frames in [0, 1]."""
         return self.frames_uint8(idx).float() / 255.0
 
     def frames_uint8(self, idx: Tensor) -> Tensor:
-        """(B, F, 3, S, S) uint8 frames as cached: a quarter of the bytes to move to a GPU."""
+        """(B, F, 3K, S, S) uint8 frames as cached: a quarter of the bytes to move to a GPU."""
         f = self.frames_per_window
         return torch.stack([self.clips[int(c)].frames[int(s):int(s) + f] for c, s in self.windows[idx]])
 

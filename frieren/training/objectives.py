@@ -7,7 +7,7 @@ Every objective's ``forward(batch, generator)`` returns a dict of 0-dim tensors 
 ``"loss"`` entry is optimised (see :mod:`frieren.training.loop`). All randomness comes from
 the generator the trainer passes in, so resumed runs are bit-identical.
 
-Shapes: mel (B, n_mels, T); frames (B, F, 3, S, S) in [0, 1]; feats (B, F, D) (L2-normalised
+Shapes: mel (B, n_mels, T); frames (B, F, 3K, S, S) in [0, 1]; feats (B, F, D) (L2-normalised
 CAVP features); latents x0, x1 (B, C, L) with L = latents_per_frame * F (scaled latents).
 
 Reference bugs handled here (FRIEREN_SPEC §10):
@@ -127,7 +127,7 @@ class CAVPObjective(nn.Module):
     Batch norm: the inference model keeps BN in eval mode (frozen statistics); training from
     scratch needs batch statistics, so ``train()`` here switches the video branch's BN layers
     to training mode (their running statistics are what the shipped model then uses).
-    batch: (frames (B, F, 3, S, S) float in [0, 1] or uint8 in [0, 255] (converted here, on the
+    batch: (frames (B, F, 3K, S, S) float in [0, 1] or uint8 in [0, 255] (converted here, on the
     batch's device, exactly as ``WindowData.frames`` would on the host), mel (B, n_mels,
     F * mel_per_frame)[, struck material per frame int64 (B, F), -1 = none: only for the
     material head]).

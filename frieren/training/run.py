@@ -24,6 +24,9 @@ class Run:
         self.args = args
         self.dir = Path(args.run_dir)
         self.preset = get_preset(args.preset)
+        if getattr(args, "subframes", 1) != self.preset.geometry.subframes:
+            from frieren.config import with_subframes
+            self.preset = with_subframes(self.preset, args.subframes)
         self.ctx = setup(args.device)
         self.progress = not args.no_progress
         self._clips = None
@@ -34,10 +37,14 @@ class Run:
     def source_description(self) -> dict:
         a = self.args
         if a.data_dir:
-            return {"kind": "folder", "data_dir": str(Path(a.data_dir).resolve()), "csv": a.csv,
+            desc = {"kind": "folder", "data_dir": str(Path(a.data_dir).resolve()), "csv": a.csv,
                     "csv_split": a.csv_split, "preset": self.preset.name}
-        return {"kind": "synthetic", "clips": a.synthetic, "seed0": a.synthetic_seed,
-                "clip_seconds": a.clip_seconds, "preset": self.preset.name}
+        else:
+            desc = {"kind": "synthetic", "clips": a.synthetic, "seed0": a.synthetic_seed,
+                    "clip_seconds": a.clip_seconds, "preset": self.preset.name}
+        if self.preset.geometry.subframes > 1:  # the cached frames stack that many snapshots
+            desc["subframes"] = self.preset.geometry.subframes
+        return desc
 
     def clips(self):
         if self._clips is None:

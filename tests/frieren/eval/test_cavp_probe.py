@@ -6,7 +6,7 @@ import json
 import numpy as np
 import torch
 
-from frieren.config import get_preset
+from frieren.config import get_preset, with_subframes
 from frieren.models.cavp import CAVPVideoEncoder
 
 
@@ -93,7 +93,9 @@ def test_a_bundle_directory_gives_its_video_branch(tmp_path, benchmark_module):
     from safetensors.torch import load_file
 
     mod = benchmark_module("cavp_probe")
-    preset = get_preset("tiny")
+    info = json.loads((DEFAULT_BUNDLE / "config.json").read_text())
+    assert mod.snapshots_of(str(DEFAULT_BUNDLE)) == info["preset"]["cavp"].get("subframes", 1)
+    preset = with_subframes(get_preset("tiny"), mod.snapshots_of(str(DEFAULT_BUNDLE)))
     enc = mod.cavp_encoder(str(DEFAULT_BUNDLE), preset)
     shipped = {k[len("cavp."):]: v for k, v in load_file(str(DEFAULT_BUNDLE / WEIGHTS_FILE)).items()
                if k.startswith("cavp.")}

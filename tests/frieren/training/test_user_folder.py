@@ -113,3 +113,44 @@ def test_user_folder_end_to_end(video_folder, tmp_path):
         train_cli.main(["cavp", "--run-dir", str(tmp_path / "run_material"), "--data-dir", str(video_folder),
                         "--threads", "1", "--no-progress", "--steps", "1", "--batch-size", "2",
                         "--cavp-material-weight", "1.0"])
+
+
+def test_user_folder_with_stacked_snapshots(video_folder, tmp_path):
+    """--subframes 2: each visual frame stacks two snapshots on the channel axis, from the clip
+    cache through training to the bundle and offline generation; the newest snapshot of each
+    frame is the frame the published one-snapshot layout takes."""
+    from frieren import train_cli
+    from frieren.checkpoints import load_bundle
+    from frieren.config import with_subframes
+    from frieren.pipeline import GenerateOptions, OfflineGenerator
+
+    preset = with_subframes(get_preset("tiny"), 2)
+    frames2, _ = folder_source(video_folder, preset)[0].load()
+    frames1, _ = folder_source(video_folder, get_preset("tiny"))[0].load()
+    assert frames2.shape == (frames1.shape[0], 6, 64, 64)
+    np.testing.assert_array_equal(frames2[:, 3:], frames1)
+    np.testing.assert_array_equal(frames2[0, :3], frames1[0])          # before the first frame: repeated
+    assert not np.array_equal(frames2[1:, :3], frames2[1:, 3:])        # 64 ms earlier: the square moved
+
+    run_dir, bundle = tmp_path / "run", tmp_path / "bundle"
+    args = ["default", "--run-dir", str(run_dir), "--data-dir", str(video_folder), "--out", str(bundle),
+            "--subframes", "2", "--threads", "1", "--no-progress", "--window-stride", "4",
+            "--vae-steps", "2", "--cavp-steps", "2", "--cfm-steps", "2", "--reflow-steps", "1",
+            "--distill-steps", "1", "--reflow-pairs", "2", "--teacher-steps", "2"]
+    for s in ("vae", "cavp", "cfm", "reflow", "distill"):
+        args += [f"--{s}-batch-size", "2"]
+    assert train_cli.main(args) == 0
+    assert json.loads((run_dir / "cache" / "source.json").read_text())["subframes"] == 2
+
+    stack, info = load_bundle(bundle)
+    assert stack.preset.geometry.subframes == 2 and stack.preset.cavp.subframes == 2
+    assert tuple(stack.cavp.video_encoder.conv1.conv.weight.shape[:2]) == (8, 6)
+    gen = OfflineGenerator(stack)
+    assert gen.read_video(video_folder / "abc_000000.mp4").frames.shape[1:] == (6, 64, 64)
+    res = gen.generate_video(video_folder / "abc_000000.mp4", GenerateOptions(progress=False))
+    assert res.audio.shape[0] == pytest.approx(3 * SR, abs=SR // 10)
+    assert np.isfinite(res.audio).all()
+
+    # the same run dir with another snapshot count would mix caches: refused, naming the fix
+    with pytest.raises(SystemExit, match="another data source"):
+        train_cli.main([a if a != "2" or args[i - 1] != "--subframes" else "1" for i, a in enumerate(args)])
