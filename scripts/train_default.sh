@@ -2,17 +2,20 @@
 # Regenerate the shipped model (frieren/assets/default) from nothing.
 #
 # Tiny preset, trained on 600 synthetic Foley clips (seeds 1000..1599, 8 s each) rendered
-# in memory by two processes: VAE and, at the same time in a second process, CAVP (contrastive +
+# in memory by two processes, each visual frame a stack of four camera snapshots 32 ms apart
+# (--subframes 4): VAE and, at the same time in a second process, CAVP (contrastive +
 # per-frame audio-event head + struck-material head) -> CFM -> reflow pairs (25 Euler steps, CFG 4.5)
 # -> reflow -> one-step distillation -> bundle. All seeds are fixed and a rerun with the same thread
 # count gives bit-identical weights (also with --side-by-side: each stage seeds itself); an
-# interrupted run resumes (finished stages are skipped). Measured from nothing on 2026-11-29 on a
-# nearly idle 2-core CPU (a 30 s test ran in its first minute), 1 thread per process (`RUN_DIR=runs/default_v6 OUT=runs/v6_bundle bash
-# scripts/train_default.sh --no-progress`): 49 min (rendering the clips 1.4 min, VAE 15.3 min
-# beside CAVP 32.4 min, latents 0.5 min, CFM 7.1 min, pairs 1.8 min, reflow 3.2 min, distill
-# 2.5 min; the bundle's provenance holds them and the losses). That bundle is the shipped one (v6).
-# (The v5 recipe, 300 clips and half the CAVP and a third of the VAE steps, took 30 min on
-# 2026-11-28's machine; earlier sessions' slower machines took 65-76 min for the v4 recipe.)
+# interrupted run resumes (finished stages are skipped). Measured from nothing on 2026-11-29, 1 thread
+# per process (`RUN_DIR=runs/default_v7 OUT=runs/v7_bundle bash scripts/train_default.sh
+# --no-progress`): 78 min, of which the first 20 shared the two cores with another training run
+# and a test run (rendering the clips 3.1 min, VAE beside CAVP 59.5 min, latents 0.6 min, CFM
+# 6.6 min, pairs 2.4 min, reflow 3.3 min, distill 2.6 min; the bundle's provenance holds them and
+# the losses). Alone the CAVP ran at 0.39 s per step, so the recipe alone takes about 65-70 min.
+# That bundle is the shipped one (v7). (v6, one snapshot per frame, took 49 min alone the same
+# day; the v5 recipe 30 min on 2026-11-28's machine; earlier sessions' slower machines took
+# 65-76 min for the v4 recipe.)
 #
 #   bash scripts/train_default.sh                 # -> frieren/assets/default (+ $RUN_DIR/bundle_cfm, bundle_reflow)
 #   .venv/bin/frieren eval --clips 64 --classifier-clips 80 --out docs/eval    # the Table-2 style table
@@ -47,10 +50,17 @@
 #   F1 +-125 0.700, material 0.556, FD 3.13, and the VAE ceiling (GT mel -> VAE -> Griffin-Lim)
 #   rose to F1 +-125 0.873, material 0.853 (v5's VAE 0.851, 0.791);
 #   docs/eval/experiments/recipe_budget/.
-# Distilled 1-step model, v2 -> v3 -> v4 -> v5 -> v6 (`frieren eval`, 64 held-out clips):
-# onset F1 +-125 ms 0.631 -> 0.656 -> 0.678 -> 0.676 -> 0.700, +-45 ms 0.498 -> 0.526 -> 0.560 ->
-# 0.540 -> 0.574, material accuracy 0.351 -> 0.374 -> 0.378 -> 0.516 -> 0.556, FD (log-mel)
-# 7.4 -> 4.2 -> 3.8 -> 4.6 -> 3.1, mel L1 0.388 -> 0.334 -> 0.315 -> 0.356 -> 0.353.
+# * --subframes 4 (v7): the CAVP sees four snapshots per 128 ms frame (the 96 ms before each
+#   frame's instant and the instant itself, stacked on its input channels) at the same feature rate
+#   and streaming latency. Material accuracy 0.556 -> 0.640, F1 +-45 0.574 -> 0.591, F1 +-125
+#   unchanged (0.700), FD (log-mel) 3.13 -> 4.12; the CAVP's event head recall 0.52 -> 0.62, its
+#   material probe 0.69 -> 0.73. Costs 1.6x per CAVP step (the stem's 12 input channels);
+#   docs/eval/experiments/stacked_snapshots/.
+# Distilled 1-step model, v2 -> v3 -> v4 -> v5 -> v6 -> v7 (`frieren eval`, 64 held-out clips):
+# onset F1 +-125 ms 0.631 -> 0.656 -> 0.678 -> 0.676 -> 0.700 -> 0.700, +-45 ms 0.498 -> 0.526 -> 0.560 ->
+# 0.540 -> 0.574 -> 0.591, material accuracy 0.351 -> 0.374 -> 0.378 -> 0.516 -> 0.556 -> 0.640,
+# FD (log-mel) 7.4 -> 4.2 -> 3.8 -> 4.6 -> 3.1 -> 4.1, mel L1 0.388 -> 0.334 -> 0.315 -> 0.356 ->
+# 0.353 -> 0.338.
 #
 # --max-minutes is only a safety net (no stage came near it in the shipped run; a stage that
 # hit it would stop early and give other weights).
@@ -61,7 +71,7 @@
 # last bits, as float reductions are ordered differently).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUN_DIR=${RUN_DIR:-runs/default_v6}
+RUN_DIR=${RUN_DIR:-runs/default_v7}
 OUT=${OUT:-frieren/assets/default}
 CLIPS=600   # synthetic seeds 1000..1599
 THREADS=${FRIEREN_TRAIN_THREADS:-1}
@@ -69,7 +79,7 @@ export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 export OMP_NUM_THREADS=$THREADS
 export FRIEREN_TRAIN_SCRIPT=scripts/train_default.sh
 .venv/bin/python -m frieren.train_cli default \
-    --run-dir "$RUN_DIR" --out "$OUT" --preset tiny --seed 0 --threads "$THREADS" \
+    --run-dir "$RUN_DIR" --out "$OUT" --preset tiny --subframes 4 --seed 0 --threads "$THREADS" \
     --synthetic "$CLIPS" --synthetic-seed 1000 --clip-seconds 8 --window-stride 2 --data-workers 2 \
     --vae-steps 12000 --vae-batch-size 16 \
     --cavp-steps 8000 --cavp-batch-size 16 --cavp-event-weight 1.0 --cavp-event-slots 4 --cavp-event-flux-bands 20 \
@@ -81,6 +91,6 @@ export FRIEREN_TRAIN_SCRIPT=scripts/train_default.sh
     --weight-floor 0.05 --max-minutes 90 --side-by-side "$@"
 # The teacher and reflow stages as bundles too, for `frieren eval` (its defaults point here).
 for stage in cfm reflow; do
-  .venv/bin/python -m frieren.train_cli bundle --run-dir "$RUN_DIR" --preset tiny --threads "$THREADS" \
+  .venv/bin/python -m frieren.train_cli bundle --run-dir "$RUN_DIR" --preset tiny --subframes 4 --threads "$THREADS" \
       --synthetic "$CLIPS" --synthetic-seed 1000 --stage "$stage" --out "$RUN_DIR/bundle_$stage" --no-progress
 done
