@@ -56,7 +56,13 @@ class Run:
             cache.mkdir(parents=True, exist_ok=True)
             meta = cache / "source.json"
             desc = self.source_description()
-            if meta.is_file() and json.loads(meta.read_text()) != desc:
+            built = json.loads(meta.read_text()) if meta.is_file() else desc
+            if built != desc:
+                if {k: v for k, v in built.items() if k != "subframes"} == \
+                        {k: v for k, v in desc.items() if k != "subframes"}:
+                    raise SystemExit(f"{cache} holds {built.get('subframes', 1)} snapshot(s) per visual frame, "
+                                     f"this command asks for {desc.get('subframes', 1)}; pass --subframes "
+                                     f"{built.get('subframes', 1)} (as the run that built it did)")
                 raise SystemExit(f"{cache} was built from another data source ({meta.read_text().strip()}); "
                                  f"use another --run-dir or delete {cache}")
             if self.ctx.is_main and not meta.is_file():

@@ -152,5 +152,7 @@ def test_user_folder_with_stacked_snapshots(video_folder, tmp_path):
     assert np.isfinite(res.audio).all()
 
     # the same run dir with another snapshot count would mix caches: refused, naming the fix
-    with pytest.raises(SystemExit, match="another data source"):
+    with pytest.raises(SystemExit, match="holds 2 snapshot.*pass --subframes 2"):
         train_cli.main([a if a != "2" or args[i - 1] != "--subframes" else "1" for i, a in enumerate(args)])
+    with pytest.raises(SystemExit, match="another data source.*use another --run-dir"):
+        train_cli.main([str(tmp_path) if a == str(video_folder) else a for a in args])
