@@ -23,7 +23,7 @@ import torch
 from frieren.models.cavp_preprocess import preprocess_frame
 from frieren.noise import NoiseTape
 from frieren.stack import FrierenStack
-from frieren.video_io import SampledVideo, sample_video
+from frieren.video_io import SampledVideo, sample_video, stack_snapshots
 
 log = logging.getLogger(__name__)
 
@@ -108,12 +108,7 @@ class OfflineGenerator:
         duration = video_duration(path)
         video = sample_video(path, self.frame_times(duration),
                              transform=lambda rgb: preprocess_frame(rgb, size).numpy())
-        k = self.geometry.subframes
-        if k > 1:
-            n = video.frames.shape[0] // k
-            video = replace(video, frames=np.ascontiguousarray(
-                video.frames[:n * k].reshape(n, 3 * k, *video.frames.shape[2:])))
-        return video
+        return replace(video, frames=stack_snapshots(video.frames, self.geometry.subframes))
 
     @torch.no_grad()
     def generate_video(self, path: Path, options: GenerateOptions = GenerateOptions()) -> GenerationResult:

@@ -124,6 +124,15 @@ def sample_video(path: os.PathLike, times_s: Sequence[float],
     return SampledVideo(frames=frames, times_s=times, duration_s=duration, fps=fps, width=width, height=height)
 
 
+def stack_snapshots(frames: np.ndarray, subframes: int) -> np.ndarray:
+    """Snapshots (N * K, C, S, S), frame-major and oldest first -> visual frames (N, K * C, S, S)
+    (``WindowGeometry.subframes``; a trailing incomplete frame is dropped). K = 1: unchanged."""
+    if subframes == 1:
+        return frames
+    n = frames.shape[0] // subframes
+    return np.ascontiguousarray(frames[:n * subframes].reshape(n, subframes * frames.shape[1], *frames.shape[2:]))
+
+
 def write_wav(path: os.PathLike, audio: np.ndarray, sample_rate: int) -> None:
     """16-bit PCM mono/stereo WAV written atomically (temp file, then rename)."""
     import wave

@@ -83,7 +83,7 @@ class HeldOutClip:
 
 def render_clips(seeds: Sequence[int], seconds: float, preset) -> List[HeldOutClip]:
     from frieren.synth import SceneConfig, render_clip
-    from frieren.training.data import _preprocess_uint8, snapshot_indices, stack_snapshots
+    from frieren.training.data import synthetic_clip_frames
 
     g = preset.geometry
     scene = SceneConfig(duration_s=seconds, sample_rate=g.sample_rate)
@@ -91,9 +91,7 @@ def render_clips(seeds: Sequence[int], seconds: float, preset) -> List[HeldOutCl
     for seed in seeds:
         clip = render_clip(seed, scene)
         n = max(1, math.ceil(len(clip.audio) / g.samples_per_frame))
-        idx = snapshot_indices(g, n, clip.fps, clip.frames.shape[0]).reshape(-1)
-        frames = torch.from_numpy(stack_snapshots(np.stack([_preprocess_uint8(clip.frames[i], preset.cavp.image_size)
-                                                            for i in idx]), g.subframes)).float() / 255.0
+        frames = torch.from_numpy(synthetic_clip_frames(clip, preset, n)).float() / 255.0
         imp = impact_samples(clip.events, scene.materials, sample_rate=g.sample_rate)
         out.append(HeldOutClip(seed, frames, clip.audio.astype(np.float32),
                                [e.sample for e in clip.events if e.kind in ONSET_KINDS],

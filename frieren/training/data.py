@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 
 from frieren.config import Preset, WindowGeometry
+from frieren.video_io import stack_snapshots
 
 log = logging.getLogger(__name__)
 
@@ -96,10 +97,13 @@ def snapshot_indices(geometry: WindowGeometry, num_frames: int, source_fps: floa
     return _latest_frame_at(geometry.snapshot_instants_s(num_frames), source_fps, num_source_frames)
 
 
-def stack_snapshots(frames: np.ndarray, subframes: int) -> np.ndarray:
-    """Snapshots (N * K, 3, S, S), frame-major and oldest first -> visual frames (N, 3K, S, S)."""
-    n = frames.shape[0] // subframes
-    return np.ascontiguousarray(frames[:n * subframes].reshape(n, subframes * frames.shape[1], *frames.shape[2:]))
+def synthetic_clip_frames(clip, preset: Preset, num_frames: int) -> np.ndarray:
+    """A rendered synthetic clip's first ``num_frames`` visual frames on the audio clock, each
+    the stack of its ``geometry.subframes`` snapshots, resized for CAVP: uint8 (N, 3K, S, S)."""
+    g = preset.geometry
+    idx = snapshot_indices(g, num_frames, clip.fps, clip.frames.shape[0]).reshape(-1)
+    return stack_snapshots(np.stack([_preprocess_uint8(clip.frames[i], preset.cavp.image_size) for i in idx]),
+                           g.subframes)
 
 
 def _preprocess_uint8(rgb: np.ndarray, size: int) -> np.ndarray:
@@ -164,9 +168,7 @@ def _render_synthetic(seed: int, scene, preset: Preset) -> Tuple[np.ndarray, np.
     g = preset.geometry
     clip = render_clip(seed, scene)
     n = clip.audio.shape[0] // g.samples_per_frame
-    idx = snapshot_indices(g, n, clip.fps, clip.frames.shape[0]).reshape(-1)
-    frames = stack_snapshots(np.stack([_preprocess_uint8(clip.frames[i], preset.cavp.image_size) for i in idx]),
-                             g.subframes)
+    frames = synthetic_clip_frames(clip, preset, n)
     labels = frame_materials(clip.events, list(scene.materials), n, g.frame_period_s)
     return frames, clip.audio.astype(np.float32), labels
 

@@ -9,7 +9,8 @@ import torch
 
 from frieren.config import WindowGeometry, get_preset, with_subframes
 from frieren.models.cavp import CAVPVideoEncoder
-from frieren.training.data import audio_clock_indices, snapshot_indices, stack_snapshots
+from frieren.training.data import audio_clock_indices, snapshot_indices
+from frieren.video_io import stack_snapshots
 
 
 def test_snapshots_end_at_the_frame_instant_evenly_spaced():
