@@ -327,7 +327,6 @@ class FrameWindow:
         frames: List[Frame] = []
         padded = 0
         for i, instant in enumerate(_snapshot_times(g, start)):
-            assert (instant - self.origin) % self.grid_step == 0, "snapshot instant off the pruning grid"
             idx = bisect.bisect_right(self._times, instant) - 1
             if idx < 0:  # before every buffered frame: start-up padding
                 idx = 0
