@@ -103,6 +103,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cavp-event-flux-bands", type=int, default=0,
                    help="CAVP event head: also regress the spectrum of what starts in each frame (positive "
                         "spectral flux in this many mel-bin groups; default 0 = off)")
+    p.add_argument("--cavp-onset-weight", type=float, default=0.0,
+                   help="CAVP event head: extra weight on its onset slots (when a sound starts), added as a "
+                        "second MSE over those slots only; 0 = off (they weigh as any other target)")
+    p.add_argument("--cavp-onset-log", action="store_true",
+                   help="CAVP event head: regress log(1 + onset strength), so quiet impacts count as much "
+                        "against silence as loud ones against quiet ones (default: the raw strength)")
     p.add_argument("--cavp-impact-weight", type=float, default=0.0,
                    help="CAVP stage: weight of an impact contrast (the batch's 2 x batch-size strongest-onset "
                         "frames: each frame's video feature must pick its own audio among the other impacts'); "

@@ -146,7 +146,8 @@ class CAVPObjective(nn.Module):
                  event_weight: float = 0.0, event_bands: int = AUX_BANDS, event_slots: int = 1,
                  event_flux_bands: int = 0, impact_weight: float = 0.0, impact_frames: int = 0,
                  timbre_weight: float = 0.0, timbre_bands: int = 20,
-                 material_weight: float = 0.0, materials: int = 0, material_offset: int = 0) -> None:
+                 material_weight: float = 0.0, materials: int = 0, material_offset: int = 0,
+                 onset_weight: float = 0.0, onset_log: bool = False) -> None:
         super().__init__()
         self.video = video
         self.audio = audio
@@ -160,6 +161,14 @@ class CAVPObjective(nn.Module):
         self.event_flux_bands = event_flux_bands
         n_targets = event_slots + event_bands + event_flux_bands
         self.event_head = nn.Linear(video.cfg.embed_dim, n_targets) if event_weight > 0 else None
+        # Emphasis on the head's onset slots (when a sound starts), which are ``event_slots`` of
+        # its ``n_targets`` outputs: an extra MSE on them with this weight, and optionally
+        # log1p-compressed onset strengths, so a quiet impact stands out from silence as much
+        # as a loud one does from a quiet one.
+        if (onset_weight > 0 or onset_log) and event_weight <= 0:
+            raise ValueError("onset_weight / onset_log shape the event head: they need event_weight > 0")
+        self.onset_weight = onset_weight
+        self.onset_log = onset_log
         # Impact contrast: the strongest-onset frames of the batch, video vs audio, each
         # frame's audio the positive and the other impacts' audio the negatives.
         self.impact_weight = impact_weight
@@ -183,6 +192,17 @@ class CAVPObjective(nn.Module):
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.train(mode)
         return self
+
+    def event_targets(self, mel: Tensor, frames: int) -> Tensor:
+        """The event head's regression targets: ``frame_audio_targets`` of the log mel (B, n_mels,
+        frames * m) -> (B, frames, slots + bands + flux_bands), the onset slots log1p-compressed
+        when ``onset_log``, each target standardised over the batch's frames."""
+        target = frame_audio_targets(mel, frames, self.event_bands, slots=self.event_slots,
+                                     flux_bands=self.event_flux_bands)
+        if self.onset_log:
+            s = self.event_slots
+            target = torch.cat([torch.log1p(target[..., :s]), target[..., s:]], -1)
+        return (target - target.mean((0, 1), keepdim=True)) / target.std((0, 1), keepdim=True).clamp_min(1e-3)
 
     def forward(self, batch, gen: Optional[torch.Generator] = None) -> Losses:
         frames, mel = batch[:2]
@@ -210,14 +230,17 @@ class CAVPObjective(nn.Module):
             # frame's period does: its onset strength (spectral flux peak) and band loudness.
             # The contrastive terms alone left the features nearly blind to impact timing
             # (linear onset probe AUC 0.59 vs 0.83 for raw frame differences).
-            target = frame_audio_targets(mel, f, self.event_bands, slots=self.event_slots,
-                                         flux_bands=self.event_flux_bands)   # (B, F, targets)
-            target = (target - target.mean((0, 1), keepdim=True)) / target.std((0, 1), keepdim=True).clamp_min(1e-3)
+            target = self.event_targets(mel, f)                                    # (B, F, targets)
+            s = self.event_slots
             pred = self.event_head(v)
             ev = F.mse_loss(pred, target)
             onset_corr = _corr(pred[..., 0].reshape(-1), target[..., 0].reshape(-1))
             out["loss"] = out["loss"] + self.event_weight * ev
             out["event"] = ev.detach()
+            if self.onset_weight > 0:
+                ev_onset = F.mse_loss(pred[..., :s], target[..., :s])
+                out["loss"] = out["loss"] + self.event_weight * self.onset_weight * ev_onset
+                out["event_onset"] = ev_onset.detach()
             out["onset_corr"] = onset_corr.detach()
         if self.impact_weight > 0 or self.timbre_head is not None:
             onset = frame_audio_targets(mel, f, 1)[..., 0]                     # (B, F)

@@ -145,6 +145,39 @@ def test_cavp_event_head_trains_and_stays_out_of_the_video_branch():
     assert not any(k.startswith("event_head") for k in obj.video.state_dict())
 
 
+def _event_objective(**extra):
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(TINY.cavp, image_size=32)
+    return CAVPObjective(CAVPVideoEncoder(cfg), MelAudioEncoder(80, cfg.embed_dim, 8, width=32), segments=4,
+                         event_weight=1.0, event_slots=4, **extra)
+
+
+def test_cavp_onset_log_lifts_quiet_onsets_towards_loud_ones():
+    mel = torch.full((1, 80, 64), -4.0)
+    mel[:, :, 13:] = -3.8                              # a quiet onset in frame 1
+    mel[:, :, 45:] = 1.0                               # a loud one in frame 5
+    quiet_over_loud = []
+    for log in (False, True):
+        t = _event_objective(onset_log=log).event_targets(mel, 8)[0, :, 2]       # slot 2 of each frame
+        quiet_over_loud.append(float((t[1] - t[0]) / (t[5] - t[0])))             # frame 0: silence
+    assert 0 < quiet_over_loud[0] < quiet_over_loud[1] < 1, quiet_over_loud
+    with pytest.raises(ValueError, match="event_weight"):
+        CAVPObjective(CAVPVideoEncoder(TINY.cavp), MelAudioEncoder(80, TINY.cavp.embed_dim, 8), onset_log=True)
+
+
+def test_cavp_onset_weight_adds_a_weighted_onset_term_that_trains():
+    g = torch.Generator().manual_seed(0)
+    batch = (torch.rand(3, 8, 3, 32, 32, generator=g), torch.randn(3, 80, 64, generator=g))
+    plain, weighted = _event_objective().eval(), _event_objective(onset_weight=2.0).eval()
+    with torch.no_grad():
+        a, b = plain(batch), weighted(batch)
+    assert "event_onset" in b and "event_onset" not in a
+    assert torch.allclose(b["loss"], a["loss"] + 2.0 * b["event_onset"], atol=1e-5)
+    weighted.train()
+    before, after = _fit(weighted, batch, 15, 2e-3)
+    assert after < before, (before, after)
+
+
 def test_onset_timbre_says_which_bins_start_not_how_loud():
     mel = torch.full((2, 80, 32), -4.0)
     mel[0, 60:, 13:] = 0.0                             # item 0: high bins start in frame 1
