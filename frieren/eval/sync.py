@@ -21,7 +21,7 @@ all other frames (1.0: boundaries are indistinguishable from the rest).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -90,29 +90,38 @@ class SyncScore:
         return asdict(self)
 
 
-def match(detected: Sequence[int], events: Sequence[int], sample_rate: int, tolerance_ms: float) -> SyncScore:
-    """One-to-one matching, closest pairs first, within ``tolerance_ms``."""
+def match_pairs(detected: Sequence[int], events: Sequence[int], sample_rate: int,
+                tolerance_ms: float) -> List[Tuple[int, int]]:
+    """One-to-one pairs (detected index, event index) within ``tolerance_ms``, closest pairs
+    first; in the order they were paired."""
     d = np.asarray(detected, np.int64)
     e = np.asarray(events, np.int64)
     tol = tolerance_ms * sample_rate / 1000.0
-    pairs = []
+    candidates = []
     for i, di in enumerate(d):
         lo, hi = np.searchsorted(e, di - tol), np.searchsorted(e, di + tol, side="right")
         for j in range(lo, hi):
-            pairs.append((abs(int(di) - int(e[j])), i, j))
-    pairs.sort()
-    used_d, used_e, offsets = set(), set(), []
-    for _, i, j in pairs:
+            candidates.append((abs(int(di) - int(e[j])), i, j))
+    candidates.sort()
+    used_d, used_e, pairs = set(), set(), []
+    for _, i, j in candidates:
         if i in used_d or j in used_e:
             continue
         used_d.add(i)
         used_e.add(j)
-        offsets.append((int(d[i]) - int(e[j])) / sample_rate * 1000.0)
-    m = len(offsets)
-    p = m / len(d) if len(d) else 0.0
-    r = m / len(e) if len(e) else 0.0
+        pairs.append((i, j))
+    return pairs
+
+
+def match(detected: Sequence[int], events: Sequence[int], sample_rate: int, tolerance_ms: float) -> SyncScore:
+    """One-to-one matching, closest pairs first, within ``tolerance_ms``."""
+    pairs = match_pairs(detected, events, sample_rate, tolerance_ms)
+    offsets = [(int(detected[i]) - int(events[j])) / sample_rate * 1000.0 for i, j in pairs]
+    m, nd, ne = len(pairs), len(detected), len(events)
+    p = m / nd if nd else 0.0
+    r = m / ne if ne else 0.0
     f1 = 2 * p * r / (p + r) if p + r else 0.0
-    return SyncScore(tolerance_ms, len(d), len(e), m, p, r, f1, float(np.mean(offsets)) if offsets else None)
+    return SyncScore(tolerance_ms, nd, ne, m, p, r, f1, float(np.mean(offsets)) if offsets else None)
 
 
 def merge_close_events(event_samples: Iterable[int], sample_rate: int, min_separation_s: float = 0.05) -> List[int]:

@@ -1,0 +1,146 @@
+"""Which onsets does a model miss? Onset recall at +-125 ms broken down by what made the sound.
+
+`frieren eval` reports one pooled recall. This script scores the same held-out clips (seeds
+900000.. by default, never used in training) and the same merged events and matching as
+`frieren eval`, but keeps, for every expected onset, whether the audio placed one within
++-125 ms, together with the synthetic world's description of the event that opens it:
+
+* kind: an impact on the floor, a wall or another object, or the start of a continuous
+  sound (a sliding object, the fan);
+* strength: the impact's loudness scale (0..1, from its relative normal speed), in bins;
+* crowding: whether another expected onset lies within 250 ms (two onsets in one 128 ms
+  visual frame or its neighbour);
+* material.
+
+The ground-truth audio is scored the same way: its recall is what the onset detector itself
+finds, the ceiling of each bin. Each bundle generates with its own default steps (a
+distilled bundle: one step), seed = clip seed, as `frieren eval` does.
+
+    python benchmarks/onset_recall.py runs/v7_bundle runs/v29_bundle --clips 64 --json out.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+log = logging.getLogger("onset_recall")
+
+TOLERANCE_MS = 125.0
+CROWD_S = 0.25
+STRENGTH_BINS = (0.0, 0.1, 0.25, 0.5, 1.01)
+
+
+def onset_descriptions(events, sample_rate: int) -> List[Dict[str, object]]:
+    """The expected onsets of a clip as `frieren eval` merges them (impacts and continuous
+    starts, those within 50 ms of the previous kept one dropped), each described by the event
+    that opens it. Returns [{sample, kind, material, strength_bin, crowded}] in time order."""
+    from frieren.eval.sync import merge_close_events
+    from frieren.eval.table import ONSET_KINDS
+
+    opening = {}
+    for e in sorted((e for e in events if e.kind in ONSET_KINDS), key=lambda e: e.sample):
+        opening.setdefault(int(e.sample), e)
+    kept = merge_close_events(opening, sample_rate)
+    out = []
+    for k, s in enumerate(kept):
+        e = opening[s]
+        kind = f"impact on {e.source}" if e.kind == "impact" else f"start of {e.source}"
+        near = [t for t in kept[max(0, k - 1):k + 2] if t != s]
+        crowded = any(abs(t - s) < CROWD_S * sample_rate for t in near)
+        if e.kind == "impact":
+            b = int(np.searchsorted(STRENGTH_BINS, e.strength, side="right")) - 1
+            strength = f"strength {STRENGTH_BINS[b]:.2f}-{min(1.0, STRENGTH_BINS[b + 1]):.2f}"
+        else:
+            strength = "continuous"
+        out.append({"sample": s, "kind": kind, "material": e.material, "strength": strength,
+                    "crowding": "another onset within 250 ms" if crowded else "isolated"})
+    return out
+
+
+def recall_by(onsets: Sequence[Dict[str, object]], hit: Sequence[bool]) -> Dict[str, Dict[str, Dict[str, float]]]:
+    """{attribute: {value: {events, recall}}} over all onsets of all clips."""
+    table: Dict[str, Dict[str, List[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
+    for o, h in zip(onsets, hit):
+        for attr in ("kind", "strength", "crowding", "material"):
+            cell = table[attr][str(o[attr])]
+            cell[0] += 1
+            cell[1] += int(h)
+    return {a: {v: {"events": n, "recall": m / n} for v, (n, m) in sorted(vals.items())}
+            for a, vals in table.items()}
+
+
+def main(argv: List[str] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("bundles", nargs="+", help="bundle directories (each generates with its default steps)")
+    ap.add_argument("--clips", type=int, default=64)
+    ap.add_argument("--seed0", type=int, default=900000, help="first held-out seed (default: the evaluation's)")
+    ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--json", help="also write the results here")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    torch.set_num_threads(args.threads)
+    from frieren.bundles import load_model
+    from frieren.eval.sync import detect_onsets, match_pairs
+    from frieren.eval.table import render_clips
+    from frieren.pipeline import GenerateOptions, OfflineGenerator
+
+    stacks = {b: load_model(b)[0] for b in args.bundles}
+    seeds = list(range(args.seed0, args.seed0 + args.clips))
+    clips_by_k = {}
+    results: Dict[str, object] = {"clips": args.clips, "seed0": args.seed0, "tolerance_ms": TOLERANCE_MS}
+
+    stack0 = next(iter(stacks.values()))
+    sr = stack0.preset.geometry.sample_rate
+
+    def score(name: str, audios: Sequence[np.ndarray], clips) -> None:
+        onsets, hit = [], []
+        for audio, clip in zip(audios, clips):
+            described = onset_descriptions(clip.events, sr)
+            pairs = match_pairs(detect_onsets(audio, sr), [o["sample"] for o in described], sr, TOLERANCE_MS)
+            matched = {j for _, j in pairs}
+            onsets += described
+            hit += [j in matched for j in range(len(described))]
+        results[name] = {"recall": float(np.mean(hit)), "events": len(hit), "by": recall_by(onsets, hit)}
+        log.info("%s: recall +-125 ms %.3f over %d onsets", name, np.mean(hit), len(hit))
+
+    for path, stack in stacks.items():
+        k = stack.preset.geometry.subframes
+        if k not in clips_by_k:
+            clips_by_k[k] = render_clips(seeds, args.seconds, stack.preset)
+            if "ground truth" not in results:
+                score("ground truth", [c.audio for c in clips_by_k[k]], clips_by_k[k])
+        clips = clips_by_k[k]
+        gen = OfflineGenerator(stack, "cpu")
+        with torch.no_grad():
+            audios = [gen.generate_frames(c.frames, len(c.audio), GenerateOptions(seed=c.seed, progress=False)).audio
+                      for c in clips]
+        score(path, audios, clips)
+
+    names = [n for n in results if isinstance(results[n], dict)]
+    attrs = results[names[0]]["by"]
+    print("| onsets | n | " + " | ".join(names) + " |")
+    print("|---|---:|" + "---:|" * len(names))
+    for attr, values in attrs.items():
+        for value, cell in values.items():
+            row = [f"{results[n]['by'][attr].get(value, {}).get('recall', float('nan')):.3f}" for n in names]
+            print(f"| {attr}: {value} | {cell['events']} | " + " | ".join(row) + " |")
+    print("| all | " + str(results[names[0]]["events"]) + " | "
+          + " | ".join(f"{results[n]['recall']:.3f}" for n in names) + " |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
