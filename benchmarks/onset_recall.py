@@ -86,13 +86,18 @@ def main(argv: List[str] = None) -> int:
     ap.add_argument("--seed0", type=int, default=900000, help="first held-out seed (default: the evaluation's)")
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--vae-ceiling", action="store_true",
+                    help="also score the ground-truth mel through the first bundle's VAE and vocoder "
+                         "(what its generator can render when the latents are right)")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
     from frieren.bundles import load_model
     from frieren.eval.sync import detect_onsets, match_pairs
-    from frieren.eval.table import render_clips
+    from frieren.audio import MelFrontend
+    from frieren.eval.metrics import log_mel
+    from frieren.eval.table import reference_audio, render_clips
     from frieren.pipeline import GenerateOptions, OfflineGenerator
 
     stacks = {b: load_model(b)[0] for b in args.bundles}
@@ -122,6 +127,10 @@ def main(argv: List[str] = None) -> int:
                 score("ground truth", [c.audio for c in clips_by_k[k]], clips_by_k[k])
         clips = clips_by_k[k]
         gen = OfflineGenerator(stack, "cpu")
+        if args.vae_ceiling and "GT mel + VAE + vocoder" not in results:
+            frontend = MelFrontend(stack.preset.mel).eval()
+            score("GT mel + VAE + vocoder",
+                  [reference_audio(gen, log_mel(frontend, c.audio), through_vae=True) for c in clips], clips)
         with torch.no_grad():
             audios = [gen.generate_frames(c.frames, len(c.audio), GenerateOptions(seed=c.seed, progress=False)).audio
                       for c in clips]

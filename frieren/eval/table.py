@@ -99,6 +99,19 @@ def render_clips(seeds: Sequence[int], seconds: float, preset) -> List[HeldOutCl
     return out
 
 
+def reference_audio(gen, mel: torch.Tensor, through_vae: bool) -> np.ndarray:
+    """A ground-truth log mel (n_mels, T) made audible by ``gen``'s (an OfflineGenerator) vocoder,
+    first through its VAE (encode to the posterior mode, decode) when ``through_vae``: the
+    generator's ceilings. -> (samples,) float32 in [-1, 1]; the VAE path keeps whole latent pairs."""
+    stack = gen.stack
+    x = mel[None].to(gen.device)
+    with torch.no_grad():
+        if through_vae:
+            whole = 2 * stack.preset.geometry.mel_per_latent
+            x = stack.decode(stack.encode_mel(x[..., :x.shape[-1] // whole * whole], sample=False))
+        return gen._vocode_long(x)[0].float().clamp(-1, 1).cpu().numpy()
+
+
 def train_material_classifier(seeds: Sequence[int], seconds: float, preset, frontend) -> MaterialClassifier:
     from frieren.synth import SceneConfig, render_clip
 
@@ -202,15 +215,8 @@ def run_eval(cfg: EvalConfig, progress: bool = True) -> Dict[str, object]:
         # vocoder, and through the bundle's VAE (encode to the posterior mode, decode) first.
         st0, info0 = next(iter(stacks.values()))
         gen0 = OfflineGenerator(st0, cfg.device)
-        whole = 2 * st0.preset.geometry.mel_per_latent   # mel frames the VAE round trip keeps whole
-        voc, vae_voc = [], []
-        with torch.no_grad():
-            for m in scorer.gt_mels:
-                mel = m[None].to(cfg.device)
-                voc.append(gen0._vocode_long(mel)[0].float().clamp(-1, 1).cpu().numpy())
-                usable = mel[..., :mel.shape[-1] // whole * whole]
-                rec = st0.decode(st0.encode_mel(usable, sample=False))
-                vae_voc.append(gen0._vocode_long(rec)[0].float().clamp(-1, 1).cpu().numpy())
+        voc = [reference_audio(gen0, m, through_vae=False) for m in scorer.gt_mels]
+        vae_voc = [reference_audio(gen0, m, through_vae=True) for m in scorer.gt_mels]
         for name, audios in (("GT mel + vocoder", voc), ("GT mel + VAE + vocoder", vae_voc)):
             row = {"model": name, "steps": None, "cfg_scale": None, "nfe": None, "s_per_window": None}
             row.update(scorer.score([np.pad(v[:len(c.audio)], (0, max(0, len(c.audio) - len(v))))
