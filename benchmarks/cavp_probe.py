@@ -125,44 +125,65 @@ def _peaks(series: np.ndarray, threshold: float) -> np.ndarray:
     return np.flatnonzero((series > threshold) & (series >= left) & (series > right))
 
 
-def event_head_sync(checkpoint: str, preset, clips, slots: int, tune_clips: int) -> Optional[Dict[str, float]]:
-    """Onset sync of the CAVP's own event head, without any flow model: how well the video
-    features alone place audible onsets.
-
-    The head (trained with ``--cavp-event-weight``; its first ``slots`` outputs are the onset
-    strength of each 1/slots of a visual frame) is read on every frame; local maxima above a
-    threshold become onsets at their slot's centre. The threshold maximises F1 +-125 ms on the
-    first ``tune_clips`` clips; the scores are on the rest, against the same merged events and
-    matching as ``frieren eval``. None when the checkpoint has no event head."""
-    from frieren.eval.sync import TOLERANCES_MS, match, merge_close_events
-
+def event_head_series(checkpoint: str, preset, clips, slots: int) -> Optional[List[np.ndarray]]:
+    """Per clip, the CAVP event head's onset strength of every 1/slots of a visual frame,
+    (N * slots,) in its standardised target units; None when the checkpoint has no event head
+    (trained without ``--cavp-event-weight``)."""
     state = load_stage_state(checkpoint)
     if "event_head.weight" not in state:
         return None
     weight, bias = state["event_head.weight"][:slots], state["event_head.bias"][:slots]
     enc = cavp_encoder(checkpoint, preset, state)
+    with torch.no_grad():
+        return [(enc(c.frames[None], normalize=True)[0] @ weight.T + bias).reshape(-1).numpy() for c in clips]
+
+
+def event_head_onsets(checkpoint: str, preset, clips, slots: int, tune_clips: int):
+    """The CAVP event head read as an onset detector, without any flow model: local maxima of
+    its series above a threshold become onsets at their slot's centre; the threshold maximises
+    F1 +-125 ms on the first ``tune_clips`` clips, against the same merged events and matching
+    as ``frieren eval``. -> (threshold, detected sample indices per clip), or None without a head."""
+    from frieren.eval.sync import match, merge_close_events
+
+    series = event_head_series(checkpoint, preset, clips, slots)
+    if series is None:
+        return None
     sr = preset.geometry.sample_rate
     slot_len = preset.geometry.samples_per_frame // slots
-    series, events = [], []
-    with torch.no_grad():
-        for c in clips:
-            v = enc(c.frames[None], normalize=True)[0]                     # (N, D)
-            series.append((v @ weight.T + bias).reshape(-1).numpy())       # (N * slots,)
-            events.append(merge_close_events(c.onsets, sr))
+    events = [merge_close_events(c.onsets, sr) for c in clips]
 
-    def score(which, threshold: float, tol: float) -> Dict[str, float]:
+    def detected(threshold: float) -> List[np.ndarray]:
+        return [_peaks(x, threshold) * slot_len + slot_len // 2 for x in series]
+
+    def f1(threshold: float) -> float:
+        det = detected(threshold)
+        scores = [match(det[i], events[i], sr, 125.0) for i in range(tune_clips)]
+        m, d, e = (sum(getattr(x, k) for x in scores) for k in ("matched", "detected", "events"))
+        return 2 * m / (d + e) if d + e else 0.0
+
+    threshold = max(np.linspace(-1.0, 3.0, 41), key=f1)
+    return float(threshold), detected(threshold)
+
+
+def event_head_sync(checkpoint: str, preset, clips, slots: int, tune_clips: int) -> Optional[Dict[str, float]]:
+    """Onset sync of the CAVP's own event head (:func:`event_head_onsets`), scored on the clips
+    after the first ``tune_clips``: how well the video features alone place audible onsets.
+    None when the checkpoint has no event head."""
+    from frieren.eval.sync import TOLERANCES_MS, match, merge_close_events
+
+    found = event_head_onsets(checkpoint, preset, clips, slots, tune_clips)
+    if found is None:
+        return None
+    threshold, detected = found
+    sr = preset.geometry.sample_rate
+    out = {"event_head_threshold": threshold}
+    for tol in TOLERANCES_MS:
         m = d = e = 0
-        for i in which:
-            s = match(_peaks(series[i], threshold) * slot_len + slot_len // 2, events[i], sr, tol)
+        for i in range(tune_clips, len(clips)):
+            s = match(detected[i], merge_close_events(clips[i].onsets, sr), sr, tol)
             m, d, e = m + s.matched, d + s.detected, e + s.events
         p, r = m / max(d, 1), m / max(e, 1)
-        return {"precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0}
-
-    tune, test = range(tune_clips), range(tune_clips, len(clips))
-    threshold = max(np.linspace(-1.0, 3.0, 41), key=lambda t: score(tune, t, 125.0)["f1"])
-    out = {"event_head_threshold": float(threshold)}
-    for tol in TOLERANCES_MS:
-        for k, v in score(test, threshold, tol).items():
+        for k, v in {"precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0}.items():
             out[f"event_head_{k}_{int(tol)}ms"] = v
     return out
 

@@ -89,6 +89,11 @@ def main(argv: List[str] = None) -> int:
     ap.add_argument("--vae-ceiling", action="store_true",
                     help="also score the ground-truth mel through the first bundle's VAE and vocoder "
                          "(what its generator can render when the latents are right)")
+    ap.add_argument("--cavp", nargs="*", default=[], metavar="CHECKPOINT",
+                    help="CAVP stage checkpoints with an event head (runs/.../cavp/final.pt): their head read "
+                         "as an onset detector (benchmarks/cavp_probe.py), its threshold maximising F1 +-125 ms "
+                         "on these same clips (one scalar, so slightly optimistic): what the condition says")
+    ap.add_argument("--event-slots", type=int, default=4, help="--cavp-event-slots of those checkpoints")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -108,11 +113,13 @@ def main(argv: List[str] = None) -> int:
     stack0 = next(iter(stacks.values()))
     sr = stack0.preset.geometry.sample_rate
 
-    def score(name: str, audios: Sequence[np.ndarray], clips) -> None:
+    def score(name: str, outputs: Sequence[np.ndarray], clips, detected: bool = False) -> None:
+        """outputs: per clip its audio, or (``detected``) the onset samples found already."""
         onsets, hit = [], []
-        for audio, clip in zip(audios, clips):
+        for out, clip in zip(outputs, clips):
             described = onset_descriptions(clip.events, sr)
-            pairs = match_pairs(detect_onsets(audio, sr), [o["sample"] for o in described], sr, TOLERANCE_MS)
+            found = out if detected else detect_onsets(out, sr)
+            pairs = match_pairs(found, [o["sample"] for o in described], sr, TOLERANCE_MS)
             matched = {j for _, j in pairs}
             onsets += described
             hit += [j in matched for j in range(len(described))]
@@ -135,6 +142,21 @@ def main(argv: List[str] = None) -> int:
             audios = [gen.generate_frames(c.frames, len(c.audio), GenerateOptions(seed=c.seed, progress=False)).audio
                       for c in clips]
         score(path, audios, clips)
+
+    if args.cavp:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from cavp_probe import event_head_onsets, snapshots_of
+        from frieren.config import with_subframes
+
+        for ck in args.cavp:
+            preset = with_subframes(stack0.preset, snapshots_of(ck))
+            k = preset.geometry.subframes
+            if k not in clips_by_k:
+                clips_by_k[k] = render_clips(seeds, args.seconds, preset)
+            found = event_head_onsets(ck, preset, clips_by_k[k], args.event_slots, len(seeds))
+            if found is None:
+                raise SystemExit(f"{ck} has no event head (trained without --cavp-event-weight)")
+            score(f"event head of {ck}", found[1], clips_by_k[k], detected=True)
 
     names = [n for n in results if isinstance(results[n], dict)]
     attrs = results[names[0]]["by"]

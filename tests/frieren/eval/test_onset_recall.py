@@ -42,3 +42,21 @@ def test_ground_truth_audio_finds_its_onsets_and_the_shipped_bundle_is_scored(tm
     assert r["ground truth"]["events"] == r[shipped]["events"] > 0
     assert r["ground truth"]["recall"] > 0.8          # the detector finds the world's own onsets
     assert 0.0 <= r[shipped]["recall"] <= 1.0 and 0.0 <= r["GT mel + VAE + vocoder"]["recall"] <= 1.0
+
+
+def test_a_cavp_event_head_is_scored_as_an_onset_detector(tmp_path, benchmark_module):
+    from frieren import train_cli
+
+    run = tmp_path / "run"
+    assert train_cli.main(["cavp", "--run-dir", str(run), "--synthetic", "2", "--synthetic-seed", "5",
+                           "--clip-seconds", "3", "--threads", "1", "--no-progress", "--steps", "2",
+                           "--batch-size", "2", "--window-stride", "4", "--cavp-event-weight", "1.0",
+                           "--cavp-event-slots", "4"]) == 0
+    mod = benchmark_module("onset_recall")
+    out = tmp_path / "recall.json"
+    shipped = str(Path(frieren.__file__).parent / "assets" / "default")     # 4 snapshots; this CAVP 1
+    ck = str(run / "cavp" / "final.pt")
+    assert mod.main([shipped, "--clips", "1", "--seconds", "3", "--cavp", ck, "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    head = r[f"event head of {ck}"]
+    assert head["events"] == r["ground truth"]["events"] and 0.0 <= head["recall"] <= 1.0
