@@ -4,18 +4,24 @@
 # Tiny preset, trained on 600 synthetic Foley clips (seeds 1000..1599, 8 s each) rendered
 # in memory by two processes, each visual frame a stack of four camera snapshots 32 ms apart
 # (--subframes 4): VAE and, at the same time in a second process, CAVP (contrastive +
-# per-frame audio-event head + struck-material head) -> CFM -> reflow pairs (25 Euler steps, CFG 4.5)
-# -> reflow -> one-step distillation -> bundle. All seeds are fixed and a rerun with the same thread
-# count gives bit-identical weights (also with --side-by-side: each stage seeds itself); an
-# interrupted run resumes (finished stages are skipped). Measured from nothing on 2026-11-29, 1 thread
-# per process (`RUN_DIR=runs/default_v7 OUT=runs/v7_bundle bash scripts/train_default.sh
-# --no-progress`): 78 min, of which the first 20 shared the two cores with another training run
-# and a test run (rendering the clips 3.1 min, VAE beside CAVP 59.5 min, latents 0.6 min, CFM
-# 6.6 min, pairs 2.4 min, reflow 3.3 min, distill 2.6 min; the bundle's provenance holds them and
-# the losses). Alone the CAVP ran at 0.39 s per step, so the recipe alone takes about 65-70 min.
-# That bundle is the shipped one (v7). (v6, one snapshot per frame, took 49 min alone the same
-# day; the v5 recipe 30 min on 2026-11-28's machine; earlier sessions' slower machines took
-# 65-76 min for the v4 recipe.)
+# per-frame audio-event head weighing its onset slots + struck-material head, channels-last
+# layout) -> CFM -> reflow pairs (25 Euler steps, CFG 4.5) -> reflow -> one-step distillation ->
+# bundle. All seeds are fixed and a rerun with the same thread count gives bit-identical weights
+# (also with --side-by-side: each stage seeds itself); an interrupted run resumes (finished stages
+# are skipped).
+# The shipped model (v8) was made on 2026-11-29, 1 thread per process, by this script's command
+# with the VAE stage's output copied from the v7 run of the same script (the VAE stage does not
+# depend on the CAVP flags, and v7's VAE came out bit-identical to v6's):
+# `RUN_DIR=runs/v29 OUT=runs/v29_bundle bash scripts/train_default.sh --no-progress
+# --cavp-channels-last --cavp-onset-weight 2 --cavp-onset-log`, the script as it stood before
+# those three flags moved into it. Stage times (the bundle's provenance holds them and the losses): VAE 22.2 min (v7's
+# run; it trains beside the CAVP), CAVP 46.6 min beside a second CAVP run on the other core
+# (0.35 s per step; v7's default layout took 0.39 s alone), latents 0.7, CFM 7.6, pairs 1.6,
+# reflow 3.4, distill 2.8 min; with rendering the clips (3.1 min) that is about 66 min from
+# nothing. (v7, one layout change and two CAVP flags earlier, took 78 min from nothing with the
+# first 20 shared with other work, about 65-70 alone; v6, one snapshot per frame, 49 min alone;
+# the v5 recipe 30 min on 2026-11-28's machine; earlier sessions' slower machines took 65-76
+# min for the v4 recipe.)
 #
 #   bash scripts/train_default.sh                 # -> frieren/assets/default (+ $RUN_DIR/bundle_cfm, bundle_reflow)
 #   .venv/bin/frieren eval --clips 64 --classifier-clips 80 --out docs/eval    # the Table-2 style table
@@ -56,11 +62,18 @@
 #   unchanged (0.700), FD (log-mel) 3.13 -> 4.12; the CAVP's event head recall 0.52 -> 0.62, its
 #   material probe 0.69 -> 0.73. Costs 1.6x per CAVP step (the stem's 12 input channels);
 #   docs/eval/experiments/stacked_snapshots/.
-# Distilled 1-step model, v2 -> v3 -> v4 -> v5 -> v6 -> v7 (`frieren eval`, 64 held-out clips):
-# onset F1 +-125 ms 0.631 -> 0.656 -> 0.678 -> 0.676 -> 0.700 -> 0.700, +-45 ms 0.498 -> 0.526 -> 0.560 ->
-# 0.540 -> 0.574 -> 0.591, material accuracy 0.351 -> 0.374 -> 0.378 -> 0.516 -> 0.556 -> 0.640,
-# FD (log-mel) 7.4 -> 4.2 -> 3.8 -> 4.6 -> 3.1 -> 4.1, mel L1 0.388 -> 0.334 -> 0.315 -> 0.356 ->
-# 0.353 -> 0.338.
+# * --cavp-onset-weight 2 --cavp-onset-log (v8): the event head's four onset slots (4 of its 32
+#   targets) get a second MSE of weight 2, on log(1 + onset strength), so a missed quiet impact
+#   costs the head as much as a misjudged loud one. The event head's onset F1 +-125 0.688 -> 0.779
+#   (recall 0.624 -> 0.779), distilled F1 +-45 0.591 -> 0.620, +-125 0.700 -> 0.715, FD 4.12 ->
+#   3.95, material 0.640 -> 0.632 (within the seed's spread; the CAVP's material probe 0.729 ->
+#   0.686). --cavp-channels-last (same maths, mkldnn's channels-last convolutions) makes each
+#   CAVP step about 1.3x cheaper. docs/eval/experiments/onset_emphasis/.
+# Distilled 1-step model, v2 -> v3 -> v4 -> v5 -> v6 -> v7 -> v8 (`frieren eval`, 64 held-out clips):
+# onset F1 +-125 ms 0.631 -> 0.656 -> 0.678 -> 0.676 -> 0.700 -> 0.700 -> 0.715, +-45 ms 0.498 -> 0.526
+# -> 0.560 -> 0.540 -> 0.574 -> 0.591 -> 0.620, material accuracy 0.351 -> 0.374 -> 0.378 -> 0.516 ->
+# 0.556 -> 0.640 -> 0.632, FD (log-mel) 7.4 -> 4.2 -> 3.8 -> 4.6 -> 3.1 -> 4.1 -> 4.0, mel L1 0.388 ->
+# 0.334 -> 0.315 -> 0.356 -> 0.353 -> 0.338 -> 0.337.
 #
 # --max-minutes is only a safety net (no stage came near it in the shipped run; a stage that
 # hit it would stop early and give other weights).
@@ -71,7 +84,7 @@
 # last bits, as float reductions are ordered differently).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUN_DIR=${RUN_DIR:-runs/default_v7}
+RUN_DIR=${RUN_DIR:-runs/default_v8}
 OUT=${OUT:-frieren/assets/default}
 CLIPS=600   # synthetic seeds 1000..1599
 THREADS=${FRIEREN_TRAIN_THREADS:-1}
@@ -83,7 +96,7 @@ export FRIEREN_TRAIN_SCRIPT=scripts/train_default.sh
     --synthetic "$CLIPS" --synthetic-seed 1000 --clip-seconds 8 --window-stride 2 --data-workers 2 \
     --vae-steps 12000 --vae-batch-size 16 \
     --cavp-steps 8000 --cavp-batch-size 16 --cavp-event-weight 1.0 --cavp-event-slots 4 --cavp-event-flux-bands 20 \
-    --cavp-material-weight 1.0 \
+    --cavp-onset-weight 2 --cavp-onset-log --cavp-material-weight 1.0 --cavp-channels-last \
     --cfm-steps 4000 --cfm-batch-size 32 \
     --reflow-pairs 1536 --teacher-steps 25 --cfg-scale 4.5 \
     --reflow-steps 1000 --reflow-batch-size 32 \
