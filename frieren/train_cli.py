@@ -109,6 +109,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cavp-onset-log", action="store_true",
                    help="CAVP event head: regress log(1 + onset strength), so quiet impacts count as much "
                         "against silence as loud ones against quiet ones (default: the raw strength)")
+    p.add_argument("--cfm-onset-weight", type=float, default=0.0,
+                   help="CFM stage: weigh each latent's flow loss by 1 + W x (log spectral flux above the "
+                        "window's median, scaled to about 1 for an impact), so the teacher learns the starts of "
+                        "quiet sounds as well as loud ones; 0 = every latent alike (the paper's objective)")
     p.add_argument("--cavp-impact-weight", type=float, default=0.0,
                    help="CAVP stage: weight of an impact contrast (the batch's 2 x batch-size strongest-onset "
                         "frames: each frame's video feature must pick its own audio among the other impacts'); "

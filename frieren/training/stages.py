@@ -170,7 +170,7 @@ def stage_cavp(run: Run, hp: StageHParams) -> dict:
 
 
 def stage_cfm(run: Run, hp: StageHParams) -> dict:
-    from frieren.training.objectives import CFMObjective
+    from frieren.training.objectives import CFMObjective, latent_onset_weight
 
     done = finished_stage(run, "cfm", hp.steps)
     if done is not None:
@@ -181,9 +181,18 @@ def stage_cfm(run: Run, hp: StageHParams) -> dict:
     b = run.ctx.shard(hp.batch_size)
     n = len(lat)
 
+    onset_weight = getattr(run.args, "cfm_onset_weight", 0.0)
+    w = run.windows() if onset_weight > 0 else None
+    if w is not None and not torch.equal(w.windows, lat.windows):
+        raise RuntimeError("the latent cache's windows differ from the clip cache's; delete the run's cache/latents")
+    mel_per_latent = run.preset.geometry.mel_per_latent
+
     def batches(step, gen):
         idx = _idx(gen, n, b)
-        return {"feats": lat.window_feats(idx), "x1": lat.latents(idx, gen)}
+        batch = {"feats": lat.window_feats(idx), "x1": lat.latents(idx, gen)}
+        if w is not None:
+            batch["position_weight"] = latent_onset_weight(w.mel(idx), mel_per_latent, onset_weight)
+        return batch
     return _train(run, "cfm", obj, batches, hp)
 
 

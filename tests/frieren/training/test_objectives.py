@@ -313,3 +313,30 @@ def test_distill_target_is_the_one_step_sample():
         one = sample(est, cond(b["feats"]), cond.null_condition(F_), b["x0"], steps=1, cfg_scale=4.5).final
         teacher = generate_reflow_pairs(est, cond, b["feats"], b["x0"], steps=1, cfg_scale=4.5)
     assert torch.allclose(x1_hat, one, atol=1e-5) and torch.allclose(teacher, one, atol=1e-6)
+
+
+def test_latent_onset_weight_marks_where_sounds_start_quiet_about_as_much_as_loud():
+    from frieren.training.objectives import latent_onset_weight
+
+    mel = torch.full((1, 80, 64), -4.0) + 0.01 * torch.randn(1, 80, 64, generator=torch.Generator().manual_seed(0))
+    mel[:, :, 12:] += 0.3                              # a quiet start at mel frame 12: latent 6
+    mel[:, :, 40:] += 4.0                              # a loud one at mel frame 40: latent 20
+    w = latent_onset_weight(mel, 2, 4.0)[0]
+    assert w.shape == (32,) and torch.isclose(w.mean(), torch.tensor(1.0))
+    rest = torch.cat([w[:6], w[7:20], w[21:]])
+    assert w[6] > 2 * rest.max() and w[20] > 2 * rest.max()
+    base = rest.mean()                                 # log scale: a start with 1/13 of the flux gets
+    assert (w[6] - base) > 0.5 * (w[20] - base)        # more than half the extra weight
+    assert torch.allclose(latent_onset_weight(mel, 2, 0.0), torch.ones(1, 32))
+
+
+def test_cfm_position_weight_of_ones_is_the_plain_objective():
+    est, cond = _flow_modules()
+    obj = CFMObjective(est, cond)
+    batch = _flow_batch()
+    plain = _loss_at(obj, batch)
+    ones = _loss_at(obj, {**batch, "position_weight": torch.ones(4, batch["x1"].shape[-1])})
+    assert abs(plain - ones) < 1e-6
+    skewed = torch.ones(4, batch["x1"].shape[-1])
+    skewed[:, 0] = 10.0
+    assert _loss_at(obj, {**batch, "position_weight": skewed}) != plain

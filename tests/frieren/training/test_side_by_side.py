@@ -103,3 +103,19 @@ def test_channels_last_cavp_runs_the_whole_recipe_into_a_loadable_bundle(tmp_pat
     for k, v in shipped.items():
         assert torch.equal(v, trained["video." + k]), k
     assert json.loads((bundle / "config.json").read_text())["provenance"]["args"]["cavp_channels_last"] is True
+
+
+def test_onset_weighted_cavp_and_cfm_run_the_whole_recipe(tmp_path):
+    """--cavp-onset-weight/--cavp-onset-log (the shipped recipe's) and --cfm-onset-weight reach
+    their stages and the bundle's provenance."""
+    import json
+    import math
+
+    bundle = tmp_path / "bundle"
+    assert train_cli.main(_default_args(tmp_path / "run", bundle, "--cavp-onset-weight", "2", "--cavp-onset-log",
+                                        "--cfm-onset-weight", "4")) == 0
+    logs = {s: [json.loads(x) for x in (tmp_path / "run" / s / "log.jsonl").read_text().splitlines()]
+            for s in ("cavp", "cfm")}
+    assert "event_onset" in logs["cavp"][-1] and math.isfinite(logs["cfm"][-1]["loss"])
+    args = json.loads((bundle / "config.json").read_text())["provenance"]["args"]
+    assert (args["cavp_onset_weight"], args["cavp_onset_log"], args["cfm_onset_weight"]) == (2.0, True, 4.0)
