@@ -13,7 +13,7 @@ with the same windows (every ``--stride`` frames), batch size and batch order fo
 the two numbers differ only by the data. A held-out loss far above the training loss means
 the CAVP memorises its training clips: more clips, not more steps, is then the lever.
 
-    python benchmarks/cavp_generalisation.py runs/default_v8/cavp/final.pt --run-dir runs/default_v8
+    python benchmarks/cavp_generalisation.py runs/default_v9/cavp/final.pt --run-dir runs/default_v9
 
 Measured with it (2026-11-27, 24 + 24 clips): the 300-clip recipe's CAVP after 4000 steps with
 a cosine LR decay had a training loss of 0.66 against 2.21 held out (temporal contrast 0.17 vs

@@ -16,7 +16,7 @@ The ground-truth audio is scored the same way: its recall is what the onset dete
 finds, the ceiling of each bin. Each bundle generates with its own default steps (a
 distilled bundle: one step), seed = clip seed, as `frieren eval` does.
 
-    python benchmarks/onset_recall.py runs/v7_bundle runs/v8_bundle --clips 64 --json out.json
+    python benchmarks/onset_recall.py runs/v8_bundle runs/v9_bundle --clips 64 --json out.json
 """
 from __future__ import annotations
 

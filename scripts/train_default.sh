@@ -9,19 +9,21 @@
 # bundle. All seeds are fixed and a rerun with the same thread count gives bit-identical weights
 # (also with --side-by-side: each stage seeds itself); an interrupted run resumes (finished stages
 # are skipped).
-# The shipped model (v8) was made on 2026-11-29, 1 thread per process, by this script's command
-# with the VAE stage's output copied from the v7 run of the same script (the VAE stage does not
-# depend on the CAVP flags, and v7's VAE came out bit-identical to v6's):
-# `RUN_DIR=runs/v29 OUT=runs/v29_bundle bash scripts/train_default.sh --no-progress
-# --cavp-channels-last --cavp-onset-weight 2 --cavp-onset-log`, the script as it stood before
-# those three flags moved into it. Stage times (the bundle's provenance holds them and the losses): VAE 22.2 min (v7's
-# run; it trains beside the CAVP), CAVP 46.6 min beside a second CAVP run on the other core
-# (0.35 s per step; v7's default layout took 0.39 s alone), latents 0.7, CFM 7.6, pairs 1.6,
-# reflow 3.4, distill 2.8 min; with rendering the clips (3.1 min) that is about 66 min from
-# nothing. (v7, one layout change and two CAVP flags earlier, took 78 min from nothing with the
-# first 20 shared with other work, about 65-70 alone; v6, one snapshot per frame, 49 min alone;
-# the v5 recipe 30 min on 2026-11-28's machine; earlier sessions' slower machines took 65-76
-# min for the v4 recipe.)
+# The shipped model (v9) was made on 2026-11-29, 1 thread per process, by this script's command,
+# each stage's output taken from the run that first trained it with these settings (the stages
+# seed themselves, and a stage's output depends only on its own flags and the stages before it):
+# the VAE from the v7 run (`runs/default_v7`; v7's VAE came out bit-identical to v6's), the CAVP
+# from the v8 run (`RUN_DIR=runs/v29 ... --cavp-channels-last --cavp-onset-weight 2
+# --cavp-onset-log`), and the CFM onwards from `RUN_DIR=runs/v33 OUT=runs/v33_bundle bash
+# scripts/train_default.sh --no-progress --cfm-onset-weight 12` (the script as it stood at commit
+# 930316e, with v8's flags in it). Stage times (the bundles' provenance holds them and the
+# losses): rendering the clips 3.1 min (v7's run), VAE 22.2 min (it trains beside the CAVP), CAVP
+# 46.6 min beside a second CAVP run on the other core (0.35 s per step; v7's default layout took
+# 0.39 s alone), latents 0.7, CFM 10.4 (beside a second CFM run and a test run; v8's, without the
+# onset weight, took 7.6 beside another CFM), pairs 2.4, reflow 3.3, distill 2.6 min: about 66-70
+# min from nothing. (v7 took 78 min from nothing with the first 20 shared with other work, about
+# 65-70 alone; v6, one snapshot per frame, 49 min alone; the v5 recipe 30 min on 2026-11-28's
+# machine; earlier sessions' slower machines took 65-76 min for the v4 recipe.)
 #
 #   bash scripts/train_default.sh                 # -> frieren/assets/default (+ $RUN_DIR/bundle_cfm, bundle_reflow)
 #   .venv/bin/frieren eval --clips 64 --classifier-clips 80 --out docs/eval    # the Table-2 style table
@@ -69,11 +71,19 @@
 #   3.95, material 0.640 -> 0.632 (within the seed's spread; the CAVP's material probe 0.729 ->
 #   0.686). --cavp-channels-last (same maths, mkldnn's channels-last convolutions) makes each
 #   CAVP step about 1.3x cheaper. docs/eval/experiments/onset_emphasis/.
-# Distilled 1-step model, v2 -> v3 -> v4 -> v5 -> v6 -> v7 -> v8 (`frieren eval`, 64 held-out clips):
-# onset F1 +-125 ms 0.631 -> 0.656 -> 0.678 -> 0.676 -> 0.700 -> 0.700 -> 0.715, +-45 ms 0.498 -> 0.526
-# -> 0.560 -> 0.540 -> 0.574 -> 0.591 -> 0.620, material accuracy 0.351 -> 0.374 -> 0.378 -> 0.516 ->
-# 0.556 -> 0.640 -> 0.632, FD (log-mel) 7.4 -> 4.2 -> 3.8 -> 4.6 -> 3.1 -> 4.1 -> 4.0, mel L1 0.388 ->
-# 0.334 -> 0.315 -> 0.356 -> 0.353 -> 0.338 -> 0.337.
+# * --cfm-onset-weight 12 (v9): the CFM loss of each latent is weighed by 1 + 12 x its log spectral
+#   flux above the window's median (scaled to about 1 for an impact, then normalised to mean 1),
+#   about 2.5x for the latents where a sound starts, quiet starts about as much as loud ones. With
+#   v8's features the teacher had dropped the quiet impacts its condition marked (event head
+#   recall 0.75, teacher audio 0.67). Distilled (1-thread evals, v8 -> v9): F1 +-45 0.625 -> 0.630,
+#   +-125 0.715 -> 0.725, material 0.630 -> 0.657, FD 3.95 -> 3.43, mel L1 0.337 -> 0.332; onset
+#   recall 0.613 -> 0.639, of the quietest impacts 0.36 -> 0.44. Weight 4 gave about half of it.
+# Distilled 1-step model, v2 -> v3 -> v4 -> v5 -> v6 -> v7 -> v8 -> v9 (`frieren eval`, 64 held-out
+# clips, full tables): onset F1 +-125 ms 0.631 -> 0.656 -> 0.678 -> 0.676 -> 0.700 -> 0.700 -> 0.715 ->
+# 0.725, +-45 ms 0.498 -> 0.526 -> 0.560 -> 0.540 -> 0.574 -> 0.591 -> 0.620 -> 0.627, material accuracy
+# 0.351 -> 0.374 -> 0.378 -> 0.516 -> 0.556 -> 0.640 -> 0.632 -> 0.657, FD (log-mel) 7.4 -> 4.2 -> 3.8 ->
+# 4.6 -> 3.1 -> 4.1 -> 4.0 -> 3.4, mel L1 0.388 -> 0.334 -> 0.315 -> 0.356 -> 0.353 -> 0.338 -> 0.337 ->
+# 0.332.
 #
 # --max-minutes is only a safety net (no stage came near it in the shipped run; a stage that
 # hit it would stop early and give other weights).
@@ -84,7 +94,7 @@
 # last bits, as float reductions are ordered differently).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUN_DIR=${RUN_DIR:-runs/default_v8}
+RUN_DIR=${RUN_DIR:-runs/default_v9}
 OUT=${OUT:-frieren/assets/default}
 CLIPS=600   # synthetic seeds 1000..1599
 THREADS=${FRIEREN_TRAIN_THREADS:-1}
@@ -97,7 +107,7 @@ export FRIEREN_TRAIN_SCRIPT=scripts/train_default.sh
     --vae-steps 12000 --vae-batch-size 16 \
     --cavp-steps 8000 --cavp-batch-size 16 --cavp-event-weight 1.0 --cavp-event-slots 4 --cavp-event-flux-bands 20 \
     --cavp-onset-weight 2 --cavp-onset-log --cavp-material-weight 1.0 --cavp-channels-last \
-    --cfm-steps 4000 --cfm-batch-size 32 \
+    --cfm-steps 4000 --cfm-batch-size 32 --cfm-onset-weight 12 \
     --reflow-pairs 1536 --teacher-steps 25 --cfg-scale 4.5 \
     --reflow-steps 1000 --reflow-batch-size 32 \
     --distill-steps 800 --distill-batch-size 32 \
