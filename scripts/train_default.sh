@@ -19,8 +19,10 @@
 # 930316e, with v8's flags in it). Stage times (the bundles' provenance holds them and the
 # losses): rendering the clips 3.1 min (v7's run), VAE 22.2 min (it trains beside the CAVP), CAVP
 # 46.6 min beside a second CAVP run on the other core (0.35 s per step; v7's default layout took
-# 0.39 s alone), latents 0.7, CFM 10.4 (beside a second CFM run and a test run; v8's, without the
-# onset weight, took 7.6 beside another CFM), pairs 2.4, reflow 3.3, distill 2.6 min: about 66-70
+# 0.39 s alone), latents 0.7, CFM 7.5, pairs 2.1, reflow 3.4, distill 2.7 min (a rerun of this
+# script, unchanged and without flags, on those VAE and CAVP outputs, `RUN_DIR=runs/v34`, a test
+# run sharing the cores for its CFM's first minutes; it reproduced the shipped weights
+# bit-identically, having recomputed the latents; v33's own stages took 10.4, 2.4, 3.3, 2.6 beside another run): about 66
 # min from nothing. (v7 took 78 min from nothing with the first 20 shared with other work, about
 # 65-70 alone; v6, one snapshot per frame, 49 min alone; the v5 recipe 30 min on 2026-11-28's
 # machine; earlier sessions' slower machines took 65-76 min for the v4 recipe.)
