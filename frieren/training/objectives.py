@@ -295,6 +295,12 @@ def _corr(a: Tensor, b: Tensor) -> Tensor:
     return (a * b).sum() / (a.norm() * b.norm()).clamp_min(1e-8)
 
 
+def mel_rise(mel: Tensor) -> Tensor:
+    """Positive increase of a log mel (B, n_mels, T) from the previous mel frame, (B, n_mels, T)
+    (0 at the first frame); summed over bins it is the spectral flux."""
+    return F.pad((mel[..., 1:] - mel[..., :-1]).clamp_min(0), (1, 0))
+
+
 def frame_audio_targets(mel: Tensor, frames: int, bands: int = AUX_BANDS, *, slots: int = 1,
                         flux_bands: int = 0) -> Tensor:
     """Per visual frame audio descriptors from a log10 mel (B, n_mels, frames * m)
@@ -313,7 +319,7 @@ def frame_audio_targets(mel: Tensor, frames: int, bands: int = AUX_BANDS, *, slo
     m = t // frames
     if m % slots:
         raise ValueError(f"{m} mel frames per visual frame do not split into {slots} onset slots")
-    rise = F.pad((mel[..., 1:] - mel[..., :-1]).clamp_min(0), (1, 0))          # (B, n_mels, T)
+    rise = mel_rise(mel)                                                        # (B, n_mels, T)
     flux = rise.sum(1)                                                          # (B, T)
     onset = flux[:, :frames * m].reshape(b, frames, slots, m // slots).amax(-1)  # (B, F, slots)
     k = n_mels // bands
@@ -357,7 +363,7 @@ def latent_onset_weight(mel: Tensor, mel_per_latent: int, weight: float) -> Tens
     flux (0 where nothing starts; about 3.3 for a quiet impact, 3.9 for a loud one), normalised
     so the weights average 1 over the batch (the loss keeps its scale)."""
     b, _, t = mel.shape
-    rise = F.pad((mel[..., 1:] - mel[..., :-1]).clamp_min(0), (1, 0)).sum(1)      # (B, T)
+    rise = mel_rise(mel).sum(1)                                                   # (B, T)
     excess = (rise - rise.median(dim=1, keepdim=True).values).clamp_min(0)
     o = torch.log1p(excess[:, :t // mel_per_latent * mel_per_latent]
                     .reshape(b, -1, mel_per_latent).amax(-1))                         # (B, L)
