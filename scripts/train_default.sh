@@ -75,7 +75,7 @@
 #   CAVP step about 1.3x cheaper. docs/eval/experiments/onset_emphasis/.
 # * --cfm-onset-weight 12 (v9): the CFM loss of each latent is weighed by 1 + 12 x its log spectral
 #   flux above the window's median (scaled to about 1 for an impact, then normalised to mean 1),
-#   about 2.5x for the latents where a sound starts, quiet starts about as much as loud ones. With
+#   3.5-4x the median latent's weight where an impact starts, quiet about as much as loud. With
 #   v8's features the teacher had dropped the quiet impacts its condition marked (event head
 #   recall 0.75, teacher audio 0.67). Distilled (1-thread evals, v8 -> v9): F1 +-45 0.625 -> 0.630,
 #   +-125 0.715 -> 0.725, material 0.630 -> 0.657, FD 3.95 -> 3.43, mel L1 0.337 -> 0.332; onset
