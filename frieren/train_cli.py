@@ -113,6 +113,12 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="CFM stage: weigh each latent's flow loss by 1 + W x (log spectral flux above the "
                         "window's median, scaled to about 1 for an impact), so the teacher learns the starts of "
                         "quiet sounds as well as loud ones; 0 = every latent alike (the paper's objective)")
+    p.add_argument("--reflow-onset-weight", type=float, default=0.0,
+                   help="reflow stage: the same per-latent weight as --cfm-onset-weight on the reflow loss, from "
+                        "the ground-truth audio of each pair's window; 0 = every latent alike")
+    p.add_argument("--distill-onset-weight", type=float, default=0.0,
+                   help="distillation stage: the same per-latent weight as --cfm-onset-weight on the one-step "
+                        "MSE to the teacher's sample, from the ground-truth audio of each pair's window; 0 = off")
     p.add_argument("--cavp-impact-weight", type=float, default=0.0,
                    help="CAVP stage: weight of an impact contrast (the batch's 2 x batch-size strongest-onset "
                         "frames: each frame's video feature must pick its own audio among the other impacts'); "

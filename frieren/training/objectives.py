@@ -416,7 +416,7 @@ class ReflowObjective(nn.Module):
     """Reflow with the guided field (FRIEREN_SPEC §6.2): the CFG combination
     v_u + s (v_c - v_u) (s = 4.5) is regressed onto x1 - x0 for the teacher's stored
     (noise, sample) pairs; logit-normal weighting, no CFG dropout.
-    batch: dict(feats (B, F, D), x0 (B, C, L), x1 (B, C, L))."""
+    batch: dict(feats (B, F, D), x0 (B, C, L), x1 (B, C, L)[, position_weight (B, L)])."""
 
     def __init__(self, estimator: ChannelConcatDiT, cond: CondEncoder, cfg_scale: float = 4.5,
                  weight_floor: float = 0.0) -> None:
@@ -432,13 +432,14 @@ class ReflowObjective(nn.Module):
         t_int = sample_train_times(b, generator=gen).to(x1.device)
         t = flow_time(t_int).to(x1.dtype)
         v = guided_velocity(self.estimator, self.cond, interpolate(x0, x1, t), t_int, feats, self.cfg_scale)
-        return weighted_flow_loss(v, target_velocity(x0, x1), t, self.weight_floor)
+        return weighted_flow_loss(v, target_velocity(x0, x1), t, self.weight_floor, batch.get("position_weight"))
 
 
 class DistillObjective(nn.Module):
     """One-step distillation (FRIEREN_SPEC §6.3): t = 0 always; x1_hat = x0 + v_cfg(x0, 0);
-    plain MSE to the stored sample x1. This is the stage that trains t = 0 (§10.5).
-    batch: dict(feats, x0, x1) as for reflow."""
+    plain MSE to the stored sample x1 (per latent weighted by ``position_weight`` (B, L) when the
+    batch has one, :func:`latent_onset_weight`). This is the stage that trains t = 0 (§10.5).
+    batch: dict(feats, x0, x1[, position_weight]) as for reflow."""
 
     def __init__(self, estimator: ChannelConcatDiT, cond: CondEncoder, cfg_scale: float = 4.5) -> None:
         super().__init__()
@@ -450,8 +451,12 @@ class DistillObjective(nn.Module):
         feats, x0, x1 = batch["feats"], batch["x0"], batch["x1"]
         t_int = torch.zeros(x0.shape[0], dtype=torch.long, device=x0.device)
         x1_hat = x0 + guided_velocity(self.estimator, self.cond, x0, t_int, feats, self.cfg_scale)
-        loss = F.mse_loss(x1_hat, x1)
-        return {"loss": loss, "mse": loss.detach()}
+        pw = batch.get("position_weight")
+        if pw is None:
+            loss = F.mse_loss(x1_hat, x1)
+            return {"loss": loss, "mse": loss.detach()}
+        err = (x1_hat - x1).pow(2)
+        return {"loss": (pw[:, None, :].to(err.dtype) * err).mean(), "mse": err.mean().detach()}
 
 
 @torch.no_grad()

@@ -169,6 +169,15 @@ def stage_cavp(run: Run, hp: StageHParams) -> dict:
     return _train(run, "cavp", obj, batches, hp)
 
 
+def _onset_windows(run: Run, lat):
+    """The clip cache's windows, whose ground-truth mels an onset weight is computed from; they
+    must be the windows the latent cache indexes."""
+    w = run.windows()
+    if not torch.equal(w.windows, lat.windows):
+        raise RuntimeError("the latent cache's windows differ from the clip cache's; delete the run's cache/latents")
+    return w
+
+
 def stage_cfm(run: Run, hp: StageHParams) -> dict:
     from frieren.training.objectives import CFMObjective, latent_onset_weight
 
@@ -182,9 +191,7 @@ def stage_cfm(run: Run, hp: StageHParams) -> dict:
     n = len(lat)
 
     onset_weight = getattr(run.args, "cfm_onset_weight", 0.0)
-    w = run.windows() if onset_weight > 0 else None
-    if w is not None and not torch.equal(w.windows, lat.windows):
-        raise RuntimeError("the latent cache's windows differ from the clip cache's; delete the run's cache/latents")
+    w = _onset_windows(run, lat) if onset_weight > 0 else None
     mel_per_latent = run.preset.geometry.mel_per_latent
 
     def batches(step, gen):
@@ -260,7 +267,7 @@ def load_pairs(run: Run):
 
 def pair_stage(run: Run, stage: str, init_from: str, hp: StageHParams) -> dict:
     """Reflow or distillation (``stage``) on the teacher pairs, from the ``init_from`` stage's weights."""
-    from frieren.training.objectives import DistillObjective, ReflowObjective
+    from frieren.training.objectives import DistillObjective, ReflowObjective, latent_onset_weight
 
     done = finished_stage(run, stage, hp.steps)
     if done is not None:
@@ -274,8 +281,17 @@ def pair_stage(run: Run, stage: str, init_from: str, hp: StageHParams) -> dict:
         obj = DistillObjective(est, cond, cfg_scale=run.args.cfg_scale)
     b = run.ctx.shard(hp.batch_size)
     n = len(pairs["idx"])
+    onset_weight = getattr(run.args, f"{stage}_onset_weight", 0.0)
+    w = _onset_windows(run, lat) if onset_weight > 0 else None
+    mel_per_latent = run.preset.geometry.mel_per_latent
 
     def batches(step, gen):
         i = _idx(gen, n, b)
-        return {"feats": lat.window_feats(pairs["idx"][i]), "x0": pairs["x0"][i], "x1": pairs["x1"][i]}
+        windows = pairs["idx"][i]
+        batch = {"feats": lat.window_feats(windows), "x0": pairs["x0"][i], "x1": pairs["x1"][i]}
+        if w is not None:
+            # The ground truth of the pair's window says where sounds start; the teacher's sample
+            # stays the target.
+            batch["position_weight"] = latent_onset_weight(w.mel(windows), mel_per_latent, onset_weight)
+        return batch
     return _train(run, stage, obj, batches, hp)

@@ -340,3 +340,26 @@ def test_cfm_position_weight_of_ones_is_the_plain_objective():
     skewed = torch.ones(4, batch["x1"].shape[-1])
     skewed[:, 0] = 10.0
     assert _loss_at(obj, {**batch, "position_weight": skewed}) != plain
+
+
+def test_reflow_and_distill_position_weight_of_ones_is_the_plain_objective():
+    """--reflow-onset-weight / --distill-onset-weight weigh the pair losses per latent; a weight of
+    ones is the paper's objective, and weight on one latent weighs that latent's error."""
+    est, cond = _flow_modules()
+    batch = _flow_batch()
+    L = batch["x1"].shape[-1]
+    for obj in (ReflowObjective(est, cond), DistillObjective(est, cond)):
+        plain = _loss_at(obj, batch)
+        assert abs(plain - _loss_at(obj, {**batch, "position_weight": torch.ones(4, L)})) < 1e-6
+        only_first = torch.zeros(4, L)
+        only_first[:, 0] = float(L)
+        assert _loss_at(obj, {**batch, "position_weight": only_first}) != pytest.approx(plain, rel=1e-3)
+    # Distillation is deterministic (t = 0): the weighted loss is exactly the first latent's MSE.
+    obj = DistillObjective(est, cond)
+    with torch.no_grad():
+        x1_hat = batch["x0"] + guided_velocity(est, cond, batch["x0"], torch.zeros(4, dtype=torch.long),
+                                               batch["feats"], 4.5)
+        first = (x1_hat - batch["x1"])[..., 0].pow(2).mean().item()
+        out = obj({**batch, "position_weight": only_first})
+    assert out["loss"].item() == pytest.approx(first, rel=1e-5)
+    assert out["mse"].item() == pytest.approx(_loss_at(obj, batch), rel=1e-6)

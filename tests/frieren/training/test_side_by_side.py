@@ -113,9 +113,14 @@ def test_onset_weighted_cavp_and_cfm_run_the_whole_recipe(tmp_path):
 
     bundle = tmp_path / "bundle"
     assert train_cli.main(_default_args(tmp_path / "run", bundle, "--cavp-onset-weight", "2", "--cavp-onset-log",
-                                        "--cfm-onset-weight", "4")) == 0
+                                        "--cfm-onset-weight", "4", "--reflow-onset-weight", "4",
+                                        "--distill-onset-weight", "8")) == 0
     logs = {s: [json.loads(x) for x in (tmp_path / "run" / s / "log.jsonl").read_text().splitlines()]
-            for s in ("cavp", "cfm")}
-    assert "event_onset" in logs["cavp"][-1] and math.isfinite(logs["cfm"][-1]["loss"])
+            for s in ("cavp", "cfm", "reflow", "distill")}
+    assert "event_onset" in logs["cavp"][-1]
+    assert all(math.isfinite(logs[s][-1]["loss"]) for s in ("cfm", "reflow", "distill"))
+    # Weighted, the distillation loss is no longer its plain MSE.
+    assert logs["distill"][-1]["loss"] != logs["distill"][-1]["mse"]
     args = json.loads((bundle / "config.json").read_text())["provenance"]["args"]
     assert (args["cavp_onset_weight"], args["cavp_onset_log"], args["cfm_onset_weight"]) == (2.0, True, 4.0)
+    assert (args["reflow_onset_weight"], args["distill_onset_weight"]) == (4.0, 8.0)
