@@ -65,6 +65,11 @@ log = logging.getLogger("frieren.train")
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-dir", default="runs/default", help="where caches, checkpoints and logs go")
     p.add_argument("--preset", default="tiny", help="preset to train (default tiny)")
+    p.add_argument("--estimator-hidden", type=int, metavar="N",
+                   help="the flow estimator's hidden size instead of the preset's (tiny: 64); the bundle records "
+                        "it. Pass the same value to every stage and `bundle` of a run")
+    p.add_argument("--estimator-depth", type=int, metavar="N",
+                   help="the flow estimator's number of DiT blocks instead of the preset's (tiny: 2)")
     p.add_argument("--subframes", type=int, default=1, metavar="K",
                    help="camera snapshots per visual frame, stacked on the CAVP's input channels (default 1, "
                         "the published model: one frame per feature). K > 1 shows the CAVP the motion between "

@@ -27,6 +27,11 @@ class Run:
         if getattr(args, "subframes", 1) != self.preset.geometry.subframes:
             from frieren.config import with_subframes
             self.preset = with_subframes(self.preset, args.subframes)
+        est = {k: v for k, v in (("hidden_size", getattr(args, "estimator_hidden", None)),
+                                 ("depth", getattr(args, "estimator_depth", None))) if v is not None}
+        if est:
+            import dataclasses
+            self.preset = dataclasses.replace(self.preset, estimator=dataclasses.replace(self.preset.estimator, **est))
         self.ctx = setup(args.device)
         self.progress = not args.no_progress
         self._clips = None

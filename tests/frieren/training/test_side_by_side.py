@@ -105,16 +105,19 @@ def test_channels_last_cavp_runs_the_whole_recipe_into_a_loadable_bundle(tmp_pat
     assert json.loads((bundle / "config.json").read_text())["provenance"]["args"]["cavp_channels_last"] is True
 
 
-def test_onset_weighted_cavp_and_cfm_run_the_whole_recipe(tmp_path):
-    """--cavp-onset-weight/--cavp-onset-log (the shipped recipe's) and --cfm-onset-weight reach
-    their stages and the bundle's provenance."""
+def test_onset_weights_and_estimator_size_run_the_whole_recipe(tmp_path):
+    """--cavp-onset-weight/--cavp-onset-log (the shipped recipe's), the flow stages' onset weights
+    and --estimator-hidden/--estimator-depth reach their stages and the bundle, which loads."""
+    from frieren.checkpoints import load_bundle
+
     import json
     import math
 
     bundle = tmp_path / "bundle"
     assert train_cli.main(_default_args(tmp_path / "run", bundle, "--cavp-onset-weight", "2", "--cavp-onset-log",
                                         "--cfm-onset-weight", "4", "--reflow-onset-weight", "4",
-                                        "--distill-onset-weight", "8")) == 0
+                                        "--distill-onset-weight", "8", "--estimator-hidden", "32",
+                                        "--estimator-depth", "1")) == 0
     logs = {s: [json.loads(x) for x in (tmp_path / "run" / s / "log.jsonl").read_text().splitlines()]
             for s in ("cavp", "cfm", "reflow", "distill")}
     assert "event_onset" in logs["cavp"][-1]
@@ -124,3 +127,6 @@ def test_onset_weighted_cavp_and_cfm_run_the_whole_recipe(tmp_path):
     args = json.loads((bundle / "config.json").read_text())["provenance"]["args"]
     assert (args["cavp_onset_weight"], args["cavp_onset_log"], args["cfm_onset_weight"]) == (2.0, True, 4.0)
     assert (args["reflow_onset_weight"], args["distill_onset_weight"]) == (4.0, 8.0)
+    stack, info = load_bundle(str(bundle))
+    assert (info.preset.estimator.hidden_size, info.preset.estimator.depth) == (32, 1)
+    assert len(stack.estimator.blocks) == 1
