@@ -23,7 +23,11 @@
 # script, unchanged and without flags, on those VAE and CAVP outputs, `RUN_DIR=runs/v34`, a test
 # run sharing the cores for its CFM's first minutes; it reproduced the shipped weights
 # bit-identically, having recomputed the latents; v33's own stages took 10.4, 2.4, 3.3, 2.6 beside another run): about 66
-# min from nothing. (v7 took 78 min from nothing with the first 20 shared with other work, about
+# min from nothing. Run from nothing in one go on 2026-11-29 (`RUN_DIR=runs/fresh_v9
+# OUT=runs/fresh_v9_bundle bash scripts/train_default.sh --no-progress`, an empty run dir, a test run
+# beside it in minutes 4-9 and single-core experiments from minute 16 on): 63.5 min, and all three bundles (distilled,
+# cfm, reflow) bit-identical to the shipped ones; clips 1.6 min, VAE 16.1, CAVP 45.4 (beside the
+# VAE for its first 16 min), latents 0.7, CFM 7.1, pairs 2.5, reflow 3.4, distill 2.7. (v7 took 78 min from nothing with the first 20 shared with other work, about
 # 65-70 alone; v6, one snapshot per frame, 49 min alone; the v5 recipe 30 min on 2026-11-28's
 # machine; earlier sessions' slower machines took 65-76 min for the v4 recipe.)
 #
