@@ -19,6 +19,15 @@ carry per-frame materials). It trains under ``OUT/cfm`` (resumable) and writes `
 and ``OUT/oracle.md``.
 
     python benchmarks/oracle_condition.py --run-dir runs/v8 --out runs/oracle [--steps 4000] [--clips 64]
+
+``--condition head`` asks the same question of a trained CAVP instead of the ground truth: the
+condition of a frame is what the CAVP's own event and material heads say about it (their
+outputs on its video feature, standardised like the oracle), so the flow model is told the
+head's onset slots explicitly instead of finding them in the 128-d feature. Compared with the
+recipe's teacher on the same CAVP's features, it measures how much of the gap between the
+head's onsets and the teacher's is the flow model reading the feature:
+
+    python benchmarks/oracle_condition.py --condition head --subframes 4 --run-dir runs/v29 --out runs/head_v29
 """
 from __future__ import annotations
 
@@ -82,8 +91,18 @@ class OracleFeatures(torch.nn.Module):
         return f.to(frames.device)
 
 
+def head_rows(feats: Tensor, state: dict) -> Tensor:
+    """A CAVP's event and material heads on its features: feats (N, D) normalised video features
+    -> (N, event targets + materials), the heads' raw outputs (linear, as trained)."""
+    heads = [feats @ state[f"{h}.weight"].T + state[f"{h}.bias"] for h in ("event_head", "material_head")
+             if f"{h}.weight" in state]
+    if not heads:
+        raise SystemExit("the CAVP checkpoint has no event or material head (train it with --cavp-event-weight)")
+    return torch.cat(heads, -1)
+
+
 def load_run(run_dir: Path, preset):
-    """Clips, windows, VAE posteriors and scale of a recipe run directory."""
+    """Clips, windows, VAE posteriors, scale and CAVP features (one (N, D) per clip) of a recipe run directory."""
     from frieren.training.data import load_clip_cache
 
     clip_paths = sorted((run_dir / "cache" / "clips").glob("[0-9]*.pt"))
@@ -96,19 +115,21 @@ def load_run(run_dir: Path, preset):
     clips = load_clip_cache(clip_paths)
     if any(c.frame_material is None for c in clips):
         raise SystemExit(f"{run_dir}: its clips carry no per-frame materials (synthetic clips only)")
-    windows, means, stds = [], [], []
+    windows, means, stds, feats = [], [], [], []
     for c, path in enumerate(lat_paths):
         d = torch.load(path, map_location="cpu", weights_only=True)
+        feats.append(d["feats"])
         windows += [(c, int(s)) for s in d["starts"]]
         if len(d["starts"]):
             means.append(d["mean"])
             stds.append(d["std"])
     scale = float(json.loads(scale_path.read_text())["scale_factor"])
-    return clips, torch.tensor(windows, dtype=torch.int64), torch.cat(means), torch.cat(stds), scale
+    return clips, torch.tensor(windows, dtype=torch.int64), torch.cat(means), torch.cat(stds), scale, feats
 
 
-def train(args, preset, out: Path):
-    """Trains the CFM stage on oracle features; returns (estimator state, cond state, scaler, scale)."""
+def train(args, preset, out: Path, heads: dict = None):
+    """Trains the CFM stage on oracle features (or, given ``heads``, a CAVP state dict, on its heads'
+    outputs); returns (estimator state, cond state, scaler, scale)."""
     from frieren.models.cond import CondEncoder
     from frieren.models.estimator import ChannelConcatDiT
     from frieren.synth import SceneConfig
@@ -120,8 +141,11 @@ def train(args, preset, out: Path):
 
     g = preset.geometry
     materials = len(SceneConfig().materials)
-    clips, windows, mean, std, scale = load_run(Path(args.run_dir), preset)
-    rows = [oracle_rows(c.mel, c.frame_material, c.num_frames, g.latents_per_frame, materials) for c in clips]
+    clips, windows, mean, std, scale, run_feats = load_run(Path(args.run_dir), preset)
+    if heads is not None:
+        rows = [head_rows(f, heads) for f in run_feats]
+    else:
+        rows = [oracle_rows(c.mel, c.frame_material, c.num_frames, g.latents_per_frame, materials) for c in clips]
     scaler = OracleScaler(rows, preset.cavp.embed_dim)
     cache = LatentCache([scaler(r) for r in rows], windows, mean, std, scale, g.frames_per_window)
     log.info("%d clips, %d windows, oracle width %d (padded to %d)", len(clips), len(windows),
@@ -145,8 +169,9 @@ def train(args, preset, out: Path):
     return state, vae_state, scaler, scale
 
 
-def held_out(seeds: Sequence[int], seconds: float, preset, scaler: OracleScaler):
-    """The evaluation's clips and their oracle features."""
+def held_out(seeds: Sequence[int], seconds: float, preset, scaler: OracleScaler, heads: dict = None, encoder=None):
+    """The evaluation's clips and their oracle features (given ``heads`` and the CAVP ``encoder``:
+    its heads' outputs on its features of the clip)."""
     from frieren.audio import MelFrontend
     from frieren.eval.table import render_clips
     from frieren.synth import SceneConfig
@@ -163,6 +188,10 @@ def held_out(seeds: Sequence[int], seconds: float, preset, scaler: OracleScaler)
         with torch.no_grad():
             mel = front(torch.from_numpy(c.audio)[None])[0]
         mel = torch.nn.functional.pad(mel[None], (0, max(0, n * m - mel.shape[1])), mode="replicate")[0]
+        if heads is not None:
+            with torch.no_grad():
+                feats.append(scaler(head_rows(encoder.extract(c.frames), heads)))
+            continue
         labels = torch.from_numpy(frame_materials(c.events, list(scene.materials), n, g.frame_period_s))
         feats.append(scaler(oracle_rows(mel, labels, n, g.latents_per_frame, len(scene.materials))))
     return clips, feats
@@ -173,6 +202,10 @@ def main(argv: List[str] = None) -> int:
     ap.add_argument("--run-dir", required=True, help="a recipe run (VAE stage and latent cache done)")
     ap.add_argument("--out", required=True, help="where the oracle CFM trains and the results go")
     ap.add_argument("--preset", default="tiny")
+    ap.add_argument("--subframes", type=int, default=1, help="the run's --subframes (head condition only)")
+    ap.add_argument("--condition", choices=("oracle", "head"), default="oracle",
+                    help="oracle: the ground truth; head: a trained CAVP's event and material heads")
+    ap.add_argument("--cavp", help="CAVP checkpoint of --condition head (default RUN_DIR/cavp/final.pt)")
     ap.add_argument("--steps", type=int, default=4000, help="CFM steps (the shipped recipe's 4000)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--weight-floor", type=float, default=0.05)
@@ -199,7 +232,17 @@ def main(argv: List[str] = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     preset = get_preset(args.preset)
-    state, vae_state, scaler, scale = train(args, preset, out)
+    heads = encoder = None
+    if args.condition == "head":
+        from frieren.config import with_subframes
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from cavp_probe import cavp_encoder, load_stage_state
+
+        preset = with_subframes(preset, args.subframes)
+        ckpt = args.cavp or str(Path(args.run_dir) / "cavp" / "final.pt")
+        heads = load_stage_state(ckpt)
+        encoder = cavp_encoder(ckpt, preset, heads)
+    state, vae_state, scaler, scale = train(args, preset, out, heads)
 
     stack = FrierenStack(dataclasses.replace(preset, scale_factor=scale))
     stack.estimator.load_state_dict(sub_state(state, "estimator."))
@@ -209,7 +252,7 @@ def main(argv: List[str] = None) -> int:
     stack.eval()
 
     seed0 = 900000
-    clips, feats = held_out(list(range(seed0, seed0 + args.clips)), args.seconds, preset, scaler)
+    clips, feats = held_out(list(range(seed0, seed0 + args.clips)), args.seconds, preset, scaler, heads, encoder)
     frontend = MelFrontend(preset.mel).eval()
     clf_seeds = list(range(seed0 + CLASSIFIER_SEED_OFFSET, seed0 + CLASSIFIER_SEED_OFFSET + args.classifier_clips))
     classifier = train_material_classifier(clf_seeds, args.seconds, preset, frontend)
@@ -223,17 +266,17 @@ def main(argv: List[str] = None) -> int:
             with torch.no_grad():
                 audios.append(gen.generate_frames(c.frames, len(c.audio),
                                                   GenerateOptions(steps=steps, seed=c.seed, progress=False)).audio)
-        row = {"model": "oracle condition (CFM)", "steps": steps, "cfg_scale": preset.sampling.cfg_scale,
+        row = {"model": f"{args.condition} condition (CFM)", "steps": steps, "cfg_scale": preset.sampling.cfg_scale,
                **scorer.score(audios)}
         rows.append(row)
-        log.info("oracle %d steps: F1 +-45 %.3f +-125 %.3f material %.3f FD(log-mel) %.2f mel L1 %.3f", steps,
+        log.info(args.condition + " %d steps: F1 +-45 %.3f +-125 %.3f material %.3f FD(log-mel) %.2f mel L1 %.3f", steps,
                  row["f1_45ms"], row["f1_125ms"], row["material_acc"] or math.nan, row["fd_logmel"], row["mel_l1"])
-    report = {"run_dir": args.run_dir, "cfm_steps": args.steps, "clips": args.clips, "seed0": seed0,
+    report = {"run_dir": args.run_dir, "condition": args.condition, "cavp": args.cavp, "cfm_steps": args.steps, "clips": args.clips, "seed0": seed0,
               "classifier_clips": args.classifier_clips, "oracle_scaler": scaler.state(), "rows": rows}
     (out / "oracle.json").write_text(json.dumps(report, indent=2, default=float))
     lines = ["| condition | steps | F1 ±45 ms | F1 ±125 ms | material acc. | FD (log-mel) | mel L1 |",
              "|---|---:|---:|---:|---:|---:|---:|"]
-    lines += [f"| oracle | {r['steps']} | {r['f1_45ms']:.3f} | {r['f1_125ms']:.3f} | {r['material_acc']:.3f} | "
+    lines += [f"| {args.condition} | {r['steps']} | {r['f1_45ms']:.3f} | {r['f1_125ms']:.3f} | {r['material_acc']:.3f} | "
               f"{r['fd_logmel']:.2f} | {r['mel_l1']:.3f} |" for r in rows]
     (out / "oracle.md").write_text("\n".join(lines) + "\n")
     sys.stdout.write("\n".join(lines) + "\n")

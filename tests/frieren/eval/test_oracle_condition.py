@@ -46,3 +46,17 @@ def test_a_run_dir_without_caches_is_refused_with_the_fix(tmp_path, benchmark_mo
     mod = benchmark_module("oracle_condition")
     with pytest.raises(SystemExit, match="train_default.sh"):
         mod.load_run(tmp_path, get_preset("tiny"))
+
+
+def test_head_rows_are_the_cavp_heads_on_its_features_and_a_headless_cavp_is_refused(benchmark_module):
+    mod = benchmark_module("oracle_condition")
+    torch.manual_seed(0)
+    feats = torch.randn(6, 8)
+    state = {"event_head.weight": torch.randn(3, 8), "event_head.bias": torch.randn(3),
+             "material_head.weight": torch.randn(5, 8), "material_head.bias": torch.randn(5)}
+    rows = mod.head_rows(feats, state)
+    assert rows.shape == (6, 8)
+    torch.testing.assert_close(rows[:, :3], feats @ state["event_head.weight"].T + state["event_head.bias"])
+    torch.testing.assert_close(rows[:, 3:], feats @ state["material_head.weight"].T + state["material_head.bias"])
+    with pytest.raises(SystemExit, match="--cavp-event-weight"):
+        mod.head_rows(feats, {"video.x": torch.zeros(1)})
