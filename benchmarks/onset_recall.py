@@ -67,11 +67,32 @@ def onset_descriptions(events, sample_rate: int) -> List[Dict[str, object]]:
     return out
 
 
+def head_peaks(series: np.ndarray, samples: Sequence[int], slot_len: int, sample_rate: int) -> np.ndarray:
+    """The CAVP event head's largest onset value within +-125 ms of each expected onset:
+    series (N * slots,) one value per slot of ``slot_len`` samples -> (len(samples),)."""
+    reach = TOLERANCE_MS / 1000 * sample_rate
+    out = []
+    for s in samples:
+        lo = max(0, int((s - reach) // slot_len))
+        hi = min(len(series), int((s + reach) // slot_len) + 1)
+        out.append(series[lo:hi].max() if hi > lo else -np.inf)
+    return np.asarray(out, dtype=np.float64)
+
+
+def quartile_labels(values: np.ndarray) -> List[str]:
+    """Each value's quartile over all of them, as a label ('1 (lowest)' .. '4 (highest)')."""
+    edges = np.quantile(values, [0.25, 0.5, 0.75])
+    names = ("1 (lowest)", "2", "3", "4 (highest)")
+    return [f"quartile {names[int(np.searchsorted(edges, v, side='right'))]}" for v in values]
+
+
 def recall_by(onsets: Sequence[Dict[str, object]], hit: Sequence[bool]) -> Dict[str, Dict[str, Dict[str, float]]]:
     """{attribute: {value: {events, recall}}} over all onsets of all clips."""
     table: Dict[str, Dict[str, List[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
     for o, h in zip(onsets, hit):
-        for attr in ("kind", "strength", "crowding", "material"):
+        for attr in ("kind", "strength", "crowding", "material", "head"):
+            if attr not in o:
+                continue
             cell = table[attr][str(o[attr])]
             cell[0] += 1
             cell[1] += int(h)
@@ -94,6 +115,10 @@ def main(argv: List[str] = None) -> int:
                          "as an onset detector (benchmarks/cavp_probe.py), its threshold maximising F1 +-125 ms "
                          "on these same clips (one scalar, so slightly optimistic): what the condition says")
     ap.add_argument("--event-slots", type=int, default=4, help="--cavp-event-slots of those checkpoints")
+    ap.add_argument("--head-certainty", metavar="CHECKPOINT",
+                    help="also break recall down by how strongly this CAVP's event head marks each onset (its "
+                         "largest onset value within +-125 ms, in quartiles over all onsets): are the onsets a "
+                         "model drops the ones its condition is unsure of?")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -113,11 +138,15 @@ def main(argv: List[str] = None) -> int:
     stack0 = next(iter(stacks.values()))
     sr = stack0.preset.geometry.sample_rate
 
+    head_labels: List[List[str]] = []      # per clip, per expected onset (--head-certainty)
+
     def score(name: str, outputs: Sequence[np.ndarray], clips, detected: bool = False) -> None:
         """outputs: per clip its audio, or (``detected``) the onset samples found already."""
         onsets, hit = [], []
-        for out, clip in zip(outputs, clips):
+        for i, (out, clip) in enumerate(zip(outputs, clips)):
             described = onset_descriptions(clip.events, sr)
+            for o, label in zip(described, head_labels[i] if head_labels else []):
+                o["head"] = label
             found = out if detected else detect_onsets(out, sr)
             pairs = match_pairs(found, [o["sample"] for o in described], sr, TOLERANCE_MS)
             matched = {j for _, j in pairs}
@@ -126,13 +155,34 @@ def main(argv: List[str] = None) -> int:
         results[name] = {"recall": float(np.mean(hit)), "events": len(hit), "by": recall_by(onsets, hit)}
         log.info("%s: recall +-125 ms %.3f over %d onsets", name, np.mean(hit), len(hit))
 
+    if args.head_certainty:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from cavp_probe import event_head_series, snapshots_of
+        from frieren.config import with_subframes
+
+        preset = with_subframes(stack0.preset, snapshots_of(args.head_certainty))
+        k = preset.geometry.subframes
+        if k not in clips_by_k:
+            clips_by_k[k] = render_clips(seeds, args.seconds, preset)
+        series = event_head_series(args.head_certainty, preset, clips_by_k[k], args.event_slots)
+        if series is None:
+            raise SystemExit(f"{args.head_certainty} has no event head (trained without --cavp-event-weight)")
+        slot_len = preset.geometry.samples_per_frame // args.event_slots
+        peaks = [head_peaks(x, [o["sample"] for o in onset_descriptions(c.events, sr)], slot_len, sr)
+                 for x, c in zip(series, clips_by_k[k])]
+        labels = quartile_labels(np.concatenate(peaks))
+        for p in peaks:
+            head_labels.append(labels[:len(p)])
+            labels = labels[len(p):]
+        results["head_quartile_edges"] = np.quantile(np.concatenate(peaks), [0.25, 0.5, 0.75]).tolist()
+
     for path, stack in stacks.items():
         k = stack.preset.geometry.subframes
         if k not in clips_by_k:
             clips_by_k[k] = render_clips(seeds, args.seconds, stack.preset)
-            if "ground truth" not in results:
-                score("ground truth", [c.audio for c in clips_by_k[k]], clips_by_k[k])
         clips = clips_by_k[k]
+        if "ground truth" not in results:
+            score("ground truth", [c.audio for c in clips], clips)
         gen = OfflineGenerator(stack, "cpu")
         if args.vae_ceiling and "GT mel + VAE + vocoder" not in results:
             frontend = MelFrontend(stack.preset.mel).eval()

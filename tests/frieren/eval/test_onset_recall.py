@@ -56,7 +56,27 @@ def test_a_cavp_event_head_is_scored_as_an_onset_detector(tmp_path, benchmark_mo
     out = tmp_path / "recall.json"
     shipped = str(Path(frieren.__file__).parent / "assets" / "default")     # 4 snapshots; this CAVP 1
     ck = str(run / "cavp" / "final.pt")
-    assert mod.main([shipped, "--clips", "1", "--seconds", "3", "--cavp", ck, "--json", str(out)]) == 0
+    assert mod.main([shipped, "--clips", "1", "--seconds", "3", "--cavp", ck, "--head-certainty", ck,
+                     "--json", str(out)]) == 0
     r = json.loads(out.read_text())
     head = r[f"event head of {ck}"]
     assert head["events"] == r["ground truth"]["events"] and 0.0 <= head["recall"] <= 1.0
+    # Every onset falls in one of the head's quartiles, for every model scored.
+    by_head = r[shipped]["by"]["head"]
+    assert sum(c["events"] for c in by_head.values()) == r[shipped]["events"]
+    assert len(r["head_quartile_edges"]) == 3
+
+
+def test_head_peaks_take_the_largest_slot_within_tolerance_and_quartiles_split_evenly(benchmark_module):
+    import numpy as np
+
+    mod = benchmark_module("onset_recall")
+    slot = 512                                          # 32 ms slots at 16 kHz: +-125 ms = +-3.9 slots
+    series = np.zeros(40)
+    series[10] = 5.0
+    series[30] = 1.0
+    peaks = mod.head_peaks(series, [10 * slot + 100, 14 * slot, 30 * slot, 20 * slot], slot, SR)
+    assert peaks.tolist() == [5.0, 5.0, 1.0, 0.0]       # 14 slots is within reach of slot 10; 20 is not
+    labels = mod.quartile_labels(np.arange(8.0))
+    assert labels.count("quartile 1 (lowest)") == 2 and labels.count("quartile 4 (highest)") == 2
+    assert labels[0] == "quartile 1 (lowest)" and labels[-1] == "quartile 4 (highest)"
