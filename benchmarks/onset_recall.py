@@ -26,7 +26,7 @@ import logging
 import sys
 from collections import defaultdict
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -79,11 +79,12 @@ def head_peaks(series: np.ndarray, samples: Sequence[int], slot_len: int, sample
     return np.asarray(out, dtype=np.float64)
 
 
-def quartile_labels(values: np.ndarray) -> List[str]:
-    """Each value's quartile over all of them, as a label ('1 (lowest)' .. '4 (highest)')."""
+def quartile_labels(values: np.ndarray) -> Tuple[List[str], List[float]]:
+    """Each value's quartile over all of them, as a label ('1 (lowest)' .. '4 (highest)'), and
+    the three edges between the quartiles."""
     edges = np.quantile(values, [0.25, 0.5, 0.75])
     names = ("1 (lowest)", "2", "3", "4 (highest)")
-    return [f"quartile {names[int(np.searchsorted(edges, v, side='right'))]}" for v in values]
+    return [f"quartile {names[int(np.searchsorted(edges, v, side='right'))]}" for v in values], edges.tolist()
 
 
 def recall_by(onsets: Sequence[Dict[str, object]], hit: Sequence[bool]) -> Dict[str, Dict[str, Dict[str, float]]]:
@@ -170,11 +171,10 @@ def main(argv: List[str] = None) -> int:
         slot_len = preset.geometry.samples_per_frame // args.event_slots
         peaks = [head_peaks(x, [o["sample"] for o in onset_descriptions(c.events, sr)], slot_len, sr)
                  for x, c in zip(series, clips_by_k[k])]
-        labels = quartile_labels(np.concatenate(peaks))
+        labels, results["head_quartile_edges"] = quartile_labels(np.concatenate(peaks))
         for p in peaks:
             head_labels.append(labels[:len(p)])
             labels = labels[len(p):]
-        results["head_quartile_edges"] = np.quantile(np.concatenate(peaks), [0.25, 0.5, 0.75]).tolist()
 
     for path, stack in stacks.items():
         k = stack.preset.geometry.subframes

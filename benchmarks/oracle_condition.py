@@ -184,14 +184,14 @@ def held_out(seeds: Sequence[int], seconds: float, preset, scaler: OracleScaler,
     front = MelFrontend(preset.mel).eval()
     feats = []
     for c in clips:
-        n = c.frames.shape[0]
-        with torch.no_grad():
-            mel = front(torch.from_numpy(c.audio)[None])[0]
-        mel = torch.nn.functional.pad(mel[None], (0, max(0, n * m - mel.shape[1])), mode="replicate")[0]
         if heads is not None:
             with torch.no_grad():
                 feats.append(scaler(head_rows(encoder.extract(c.frames), heads)))
             continue
+        n = c.frames.shape[0]
+        with torch.no_grad():
+            mel = front(torch.from_numpy(c.audio)[None])[0]
+        mel = torch.nn.functional.pad(mel[None], (0, max(0, n * m - mel.shape[1])), mode="replicate")[0]
         labels = torch.from_numpy(frame_materials(c.events, list(scene.materials), n, g.frame_period_s))
         feats.append(scaler(oracle_rows(mel, labels, n, g.latents_per_frame, len(scene.materials))))
     return clips, feats

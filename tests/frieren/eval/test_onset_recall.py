@@ -77,6 +77,7 @@ def test_head_peaks_take_the_largest_slot_within_tolerance_and_quartiles_split_e
     series[30] = 1.0
     peaks = mod.head_peaks(series, [10 * slot + 100, 14 * slot, 30 * slot, 20 * slot], slot, SR)
     assert peaks.tolist() == [5.0, 5.0, 1.0, 0.0]       # 14 slots is within reach of slot 10; 20 is not
-    labels = mod.quartile_labels(np.arange(8.0))
+    labels, edges = mod.quartile_labels(np.arange(8.0))
+    assert edges == [1.75, 3.5, 5.25]
     assert labels.count("quartile 1 (lowest)") == 2 and labels.count("quartile 4 (highest)") == 2
     assert labels[0] == "quartile 1 (lowest)" and labels[-1] == "quartile 4 (highest)"
