@@ -66,8 +66,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-dir", default="runs/default", help="where caches, checkpoints and logs go")
     p.add_argument("--preset", default="tiny", help="preset to train (default tiny)")
     p.add_argument("--estimator-hidden", type=int, metavar="N",
-                   help="the flow estimator's hidden size instead of the preset's (tiny: 64); the bundle records "
-                        "it. Pass the same value to every stage and `bundle` of a run")
+                   help="the flow estimator's hidden size instead of the preset's (tiny: 64); the run dir "
+                        "(estimator.json) and the bundle record it, so later stages and `bundle` need not repeat it")
     p.add_argument("--estimator-depth", type=int, metavar="N",
                    help="the flow estimator's number of DiT blocks instead of the preset's (tiny: 2)")
     p.add_argument("--subframes", type=int, default=1, metavar="K",

@@ -27,12 +27,11 @@ class Run:
         if getattr(args, "subframes", 1) != self.preset.geometry.subframes:
             from frieren.config import with_subframes
             self.preset = with_subframes(self.preset, args.subframes)
-        est = {k: v for k, v in (("hidden_size", getattr(args, "estimator_hidden", None)),
-                                 ("depth", getattr(args, "estimator_depth", None))) if v is not None}
+        self.ctx = setup(args.device)
+        est = self._estimator_size(args)
         if est:
             import dataclasses
             self.preset = dataclasses.replace(self.preset, estimator=dataclasses.replace(self.preset.estimator, **est))
-        self.ctx = setup(args.device)
         self.progress = not args.no_progress
         self._clips = None
         self._windows = None
@@ -100,6 +99,28 @@ class Run:
         return self._windows
 
     # -- stage outputs ------------------------------------------------------------------
+    def _estimator_size(self, args: argparse.Namespace) -> dict:
+        """The estimator size this run trains (--estimator-hidden/--estimator-depth), recorded in
+        ``<run-dir>/estimator.json`` by the first command that sets it, so every later stage and
+        ``bundle`` of the run builds the same estimator without repeating the flags. {} = the preset's."""
+        given = {k: v for k, v in (("hidden_size", getattr(args, "estimator_hidden", None)),
+                                   ("depth", getattr(args, "estimator_depth", None))) if v is not None}
+        path = self.dir / "estimator.json"
+        if path.is_file():
+            recorded = json.loads(path.read_text())
+            if any(recorded.get(k) != v for k, v in given.items()):
+                raise SystemExit(f"{self.dir} trains an estimator of {recorded}, not {given}; use another --run-dir "
+                                 "for another estimator size")
+            if not given:
+                log.info("estimator size %s, as recorded in %s", recorded, path)
+            return recorded
+        if given and self.ctx.is_main:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(given))
+            tmp.replace(path)
+        return given
+
     def stage_dir(self, stage: str) -> Path:
         return self.dir / stage.replace("-", "_")
 

@@ -2,6 +2,7 @@
 spawned process) give the weights of the sequential recipe."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from frieren import train_cli
@@ -130,3 +131,11 @@ def test_onset_weights_and_estimator_size_run_the_whole_recipe(tmp_path):
     stack, info = load_bundle(str(bundle))
     assert (info.preset.estimator.hidden_size, info.preset.estimator.depth) == (32, 1)
     assert len(stack.estimator.blocks) == 1
+    # The run dir remembers the estimator size: `bundle` of another stage needs no flags,
+    # and another size in the same run dir is refused.
+    data = ["--run-dir", str(tmp_path / "run"), "--synthetic", "2", "--synthetic-seed", "7", "--clip-seconds", "3",
+            "--window-stride", "4", "--threads", "1", "--no-progress"]
+    assert train_cli.main(["bundle", *data, "--stage", "cfm", "--out", str(tmp_path / "cfm")]) == 0
+    assert load_bundle(str(tmp_path / "cfm"))[1].preset.estimator.hidden_size == 32
+    with pytest.raises(SystemExit, match="another --run-dir"):
+        train_cli.main(["bundle", *data, "--stage", "cfm", "--out", str(tmp_path / "x"), "--estimator-hidden", "64"])
