@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from frieren.config import Preset, get_preset, with_subframes
+from frieren.machine import machine_description
 from frieren.models.cavp import CAVPVideoEncoder
 from frieren.synth import SceneConfig
 from frieren.training.cavp_audio import MelAudioEncoder
@@ -126,7 +127,7 @@ def main(argv=None) -> int:
     result = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
               "torch": torch.__version__, "batch": a.batch, "frames": a.frames, "subframes": a.subframes,
               "threads": a.threads,
-              "material_head": a.material, "rows": rows}
+              "material_head": a.material, "environment": machine_description(), "rows": rows}
     if a.out:
         Path(a.out).write_text(json.dumps(result, indent=2))
     print(json.dumps(result))

@@ -195,6 +195,9 @@ def report_text(r: Dict[str, Any]) -> str:
     compiled = f", torch.compile {r['compile']}" if r.get("compile") else ""
     L = [f"frieren-stream bench: preset {r['preset']} on {r['device']} ({r['dtype'] or 'float32'}{compiled}), "
          f"hop {r['hop_ms']:g} ms, look-ahead {r['lookahead_frames']}, {r['duration_s']:g} s"]
+    env = r.get("environment") or {}
+    if env.get("cpu"):
+        L.append(f"  machine: {env['cpu']}, {env.get('cpu_count')} CPUs, torch kernels {env.get('torch_cpu_capability')}")
     if r["random_weights"]:
         L.append("  NOTE: random weights: sync and seam figures are computed but meaningless")
     L.append("  RTF per stage (compute s / audio s): " +
@@ -227,6 +230,8 @@ def report_text(r: Dict[str, Any]) -> str:
 def cmd_bench(args) -> int:
     import torch
 
+    from frieren.machine import machine_description
+
     from .cli import UsageError, load_engine, session_config
 
     if args.duration <= 0:
@@ -243,7 +248,7 @@ def cmd_bench(args) -> int:
                  else ""),
         "hop_ms": hop / engine.sample_rate * 1000, "lookahead_frames": config.lookahead_frames,
         "crossfade_ms": config.crossfade_samples / engine.sample_rate * 1000, "duration_s": args.duration,
-        "seed": args.seed,
+        "seed": args.seed, "environment": machine_description(),
     }
     try:
         engine.start(config)

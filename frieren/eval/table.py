@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +41,7 @@ import torch
 from frieren.eval.materials import MaterialClassifier, impact_features, impact_samples
 from frieren.eval.metrics import frechet_distance, log_mel, make_embedding, mel_l1
 from frieren.eval.sync import TOLERANCES_MS, sync_scores
+from frieren.machine import machine_description
 
 log = logging.getLogger(__name__)
 
@@ -276,8 +276,7 @@ def run_eval(cfg: EvalConfig, progress: bool = True) -> Dict[str, object]:
             "window_s": preset.geometry.frames_per_window * preset.geometry.frame_period_s,
             "bundles": bundles,
         },
-        "environment": {"torch": torch.__version__, "python": platform.python_version(),
-                        "machine": platform.machine(), "processor": platform.processor() or None},
+        "environment": machine_description(),
         "wall_s": round(time.perf_counter() - t_start, 1),
     }
 

@@ -78,6 +78,8 @@ def test_bench_cli_emits_every_field(tmp_path):
     assert "meaningless" in r.stdout and "RTF per stage" in r.stdout
     rep = json.loads(out.read_text())
     assert rep["random_weights"] is True and rep["hop_ms"] == 256
+    # Timings are only comparable between reports of the same CPU: the report names it.
+    assert rep["environment"]["torch_cpu_capability"] and rep["environment"]["cpu_count"] >= 1
     s = rep["single"]
     for k in ("cavp", "flow", "vae_decode", "vocoder", "total"):
         assert s["rtf"][k] > 0
