@@ -128,14 +128,25 @@ def _peaks(series: np.ndarray, threshold: float) -> np.ndarray:
 def event_head_series(checkpoint: str, preset, clips, slots: int) -> Optional[List[np.ndarray]]:
     """Per clip, the CAVP event head's onset strength of every 1/slots of a visual frame,
     (N * slots,) in its standardised target units; None when the checkpoint has no event head
-    (trained without ``--cavp-event-weight``)."""
+    (trained without ``--cavp-event-weight``). A head trained with ``--cavp-event-offset O``
+    reads period t from frame t + O: its series is moved O frames earlier, and the last O
+    frames' periods, which no frame of the clip covers, get the series' minimum."""
     state = load_stage_state(checkpoint)
     if "event_head.weight" not in state:
         return None
     weight, bias = state["event_head.weight"][:slots], state["event_head.bias"][:slots]
+    offset = int(state["event_offset_frames"]) if "event_offset_frames" in state else 0
     enc = cavp_encoder(checkpoint, preset, state)
     with torch.no_grad():
-        return [(enc(c.frames[None], normalize=True)[0] @ weight.T + bias).reshape(-1).numpy() for c in clips]
+        series = [(enc(c.frames[None], normalize=True)[0] @ weight.T + bias).reshape(-1).numpy() for c in clips]
+    return [shift_series(x, offset * slots) for x in series]
+
+
+def shift_series(x: np.ndarray, n: int) -> np.ndarray:
+    """x (L,) moved n values earlier, the n values at the end filled with x's minimum."""
+    if n <= 0:
+        return x
+    return np.concatenate([x[n:], np.full(min(n, len(x)), x.min(), dtype=x.dtype)])
 
 
 def event_head_onsets(checkpoint: str, preset, clips, slots: int, tune_clips: int):

@@ -114,6 +114,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cavp-onset-log", action="store_true",
                    help="CAVP event head: regress log(1 + onset strength), so quiet impacts count as much "
                         "against silence as loud ones against quiet ones (default: the raw strength)")
+    p.add_argument("--cavp-event-offset", type=int, default=0, metavar="FRAMES",
+                   help="CAVP event head: regress each audio period from the feature this many frames later "
+                        "(1 = the frame whose snapshots span the period; a frame's snapshots look back from the "
+                        "instant that opens its own period); 0 = the period's own frame (default)")
     p.add_argument("--cfm-onset-weight", type=float, default=0.0,
                    help="CFM stage: weigh each latent's flow loss by 1 + W x (log spectral flux above the "
                         "window's median, scaled to about 1 for an impact), so the teacher learns the starts of "

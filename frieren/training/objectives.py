@@ -138,7 +138,9 @@ class CAVPObjective(nn.Module):
     of what starts), ``material_weight`` (cross-entropy of the struck material at impact
     frames, from the synthetic world's ground truth; a departure from Diff-Foley's purely
     self-supervised CAVP, available for synthetic data only; ``material_offset`` > 0 asks it of
-    the feature that many frames after the impact's frame).
+    the feature that many frames after the impact's frame). ``event_offset`` > 0 asks the event
+    head for each period's audio of the feature that many frames later (frame t + 1's snapshots
+    span period t).
     """
 
     def __init__(self, video: CAVPVideoEncoder, audio: MelAudioEncoder, segments: int = 8,
@@ -147,7 +149,7 @@ class CAVPObjective(nn.Module):
                  event_flux_bands: int = 0, impact_weight: float = 0.0, impact_frames: int = 0,
                  timbre_weight: float = 0.0, timbre_bands: int = 20,
                  material_weight: float = 0.0, materials: int = 0, material_offset: int = 0,
-                 onset_weight: float = 0.0, onset_log: bool = False) -> None:
+                 onset_weight: float = 0.0, onset_log: bool = False, event_offset: int = 0) -> None:
         super().__init__()
         self.video = video
         self.audio = audio
@@ -169,6 +171,16 @@ class CAVPObjective(nn.Module):
             raise ValueError("onset_weight / onset_log shape the event head: they need event_weight > 0")
         self.onset_weight = onset_weight
         self.onset_log = onset_log
+        # Event offset: the feature this many frames later regresses each period's audio. A
+        # frame's snapshots look back from its instant, which opens its audio period, so what
+        # happens in period t is on camera in frame t + 1's snapshots. Recorded as a buffer (only
+        # when set, so other checkpoints keep their keys) for the read-outs of the head.
+        if event_offset < 0 or (event_offset and event_weight <= 0):
+            raise ValueError(f"event_offset counts frames after the period (>= 0) and needs event_weight > 0; "
+                             f"got {event_offset}")
+        self.event_offset = event_offset
+        if event_offset:
+            self.register_buffer("event_offset_frames", torch.tensor(event_offset))
         # Impact contrast: the strongest-onset frames of the batch, video vs audio, each
         # frame's audio the positive and the other impacts' audio the negatives.
         self.impact_weight = impact_weight
@@ -232,7 +244,9 @@ class CAVPObjective(nn.Module):
             # (linear onset probe AUC 0.59 vs 0.83 for raw frame differences).
             target = self.event_targets(mel, f)                                    # (B, F, targets)
             s = self.event_slots
-            pred = self.event_head(v)
+            o = min(self.event_offset, f - 1)
+            pred = self.event_head(v[:, o:])                                       # (B, F - o, targets)
+            target = target[:, :f - o]
             ev = F.mse_loss(pred, target)
             onset_corr = _corr(pred[..., 0].reshape(-1), target[..., 0].reshape(-1))
             out["loss"] = out["loss"] + self.event_weight * ev

@@ -148,7 +148,8 @@ def stage_cavp(run: Run, hp: StageHParams) -> dict:
                         material_weight=material_weight, materials=len(SceneConfig().materials),
                         material_offset=getattr(run.args, "cavp_material_offset", 0),
                         onset_weight=getattr(run.args, "cavp_onset_weight", 0.0),
-                        onset_log=getattr(run.args, "cavp_onset_log", False))
+                        onset_log=getattr(run.args, "cavp_onset_log", False),
+                        event_offset=getattr(run.args, "cavp_event_offset", 0))
     if getattr(run.args, "cavp_channels_last", False):
         # Same maths, another memory layout: mkldnn's channels-last 3-D convolutions.
         obj.video.to(memory_format=torch.channels_last_3d)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -85,6 +86,28 @@ def test_event_head_read_out_scores_onsets_when_the_checkpoint_has_a_head(tmp_pa
     # a series with three local maxima, one below the threshold
     series = np.array([0.0, 2.0, 1.0, 0.5, 3.0, 0.0, 0.2, 0.1])
     assert mod._peaks(series, 0.3).tolist() == [1, 4]
+
+
+def test_a_head_trained_with_an_event_offset_is_read_that_many_frames_earlier(tmp_path, benchmark_module):
+    mod = benchmark_module("cavp_probe")
+    x = np.arange(8.0)
+    assert mod.shift_series(x, 0).tolist() == x.tolist()
+    assert mod.shift_series(x, 4).tolist() == [4.0, 5.0, 6.0, 7.0, 0.0, 0.0, 0.0, 0.0]
+    torch.set_num_threads(1)
+    preset = get_preset("tiny")
+    torch.manual_seed(0)
+    enc = CAVPVideoEncoder(preset.cavp)
+    head = torch.nn.Linear(preset.cavp.embed_dim, 4 + 8)
+    state = {**{f"video.{k}": v for k, v in enc.state_dict().items()},
+             "event_head.weight": head.weight.detach(), "event_head.bias": head.bias.detach()}
+    plain, shifted = tmp_path / "plain.pt", tmp_path / "shifted.pt"
+    torch.save({"state": state}, plain)
+    torch.save({"state": {**state, "event_offset_frames": torch.tensor(1)}}, shifted)
+    size = preset.cavp.image_size
+    clips = [SimpleNamespace(frames=torch.rand(8, 3, size, size, generator=torch.Generator().manual_seed(1)))]
+    a, = mod.event_head_series(str(plain), preset, clips, 4)
+    b, = mod.event_head_series(str(shifted), preset, clips, 4)
+    assert np.allclose(b[:-4], a[4:]) and np.all(b[-4:] == a.min())
 
 
 def test_a_bundle_directory_gives_its_video_branch(tmp_path, benchmark_module):

@@ -252,6 +252,26 @@ def test_cavp_material_offset_asks_the_frame_after_the_impact():
                       material_weight=1.0, materials=3, material_offset=-1)
 
 
+def test_cavp_event_offset_asks_the_next_frame_for_each_period():
+    """With event_offset 1 the head reads period t's targets from frame t + 1's feature (whose
+    snapshots span period t); the last frame's own period is left out."""
+    g = torch.Generator().manual_seed(0)
+    frames, mel = torch.rand(2, 8, 3, 32, 32, generator=g), torch.randn(2, 80, 64, generator=g)
+    obj = _event_objective(event_offset=1).eval()
+    with torch.no_grad():
+        v = obj.video(frames, normalize=True)
+        want = torch.nn.functional.mse_loss(obj.event_head(v[:, 1:]), obj.event_targets(mel, 8)[:, :-1])
+        got = obj((frames, mel))["event"]
+        obj.event_offset = 0
+        own = obj((frames, mel))["event"]
+    assert torch.allclose(got, want) and not torch.allclose(got, own)
+    assert int(obj.state_dict()["event_offset_frames"]) == 1                       # the read-outs find it
+    assert "event_offset_frames" not in _event_objective().state_dict()           # other checkpoints unchanged
+    for bad in ({"event_offset": -1}, {"event_offset": 1, "event_weight": 0.0}):
+        with pytest.raises(ValueError, match="event_offset"):
+            CAVPObjective(CAVPVideoEncoder(TINY.cavp), MelAudioEncoder(80, TINY.cavp.embed_dim, 8), **bad)
+
+
 @pytest.mark.parametrize("kind", ["cfm", "reflow", "distill"])
 def test_flow_objectives_decrease(kind):
     est, cond = _flow_modules()
