@@ -102,7 +102,11 @@ class Session:
     def _job(self, w: Window) -> WindowJob:
         g = self.geometry
         rgb = w.stack_rgb()  # (N, S, S, 3K) uint8, K = g.subframes snapshots per visual frame
-        frames = torch.from_numpy(rgb).permute(0, 3, 1, 2).float().div_(255.0)  # (N, 3K, S, S)
+        # Contiguous (N, 3K, S, S), the layout the offline pipeline hands the CAVP: a permuted
+        # (channels-last) window picks other convolution kernels on some CPUs (AVX2), whose
+        # last-bit differences Griffin-Lim amplified to 0.24 of sample difference.
+        frames = torch.from_numpy(rgb).permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.contiguous_format)
+        frames = frames.div_(255.0)
         noise = self.tape.window(w.latent_start, g.latent_frames)
         o = self.crossfader.overlap
         start = w.emit_offset if self._tail_mode else w.emit_offset - o

@@ -53,30 +53,6 @@ def _wait(pred, timeout=20.0):
 
 
 # ---------------------------------------------------------------------- streaming == offline
-def record_cavp_inputs(stack) -> list:
-    """Wrap ``stack.features`` so every CAVP input batch (B, F, 3K, S, S) is kept; returns that list."""
-    seen, features = [], stack.features
-
-    def recording(frames):
-        seen.append(frames.detach().clone())
-        return features(frames)
-    stack.features = recording
-    return seen
-
-
-def assert_same_audio(stream_pcm, offline_pcm) -> None:
-    """The stream's window audio equals the offline audio. Exact up to float rounding: the two
-    paths' models agree to about 1e-6 in the mel, but on some CPUs (AVX2 kernels) Griffin-Lim's
-    iterations turn that into a few % of sample-level difference (a waveform correlation of
-    0.9998, seen on 2026-11-29), so the waveforms are compared by correlation and level."""
-    a, b = np.clip(np.asarray(stream_pcm, np.float64), -1, 1), np.asarray(offline_pcm, np.float64)
-    assert a.shape == b.shape and np.isfinite(a).all()
-    if np.allclose(a, b, atol=1e-5, rtol=0):
-        return
-    assert np.corrcoef(a, b)[0, 1] > 0.995, np.corrcoef(a, b)[0, 1]
-    assert np.sqrt(np.mean((a - b) ** 2)) < 0.1 * np.sqrt(np.mean(b ** 2))
-
-
 def test_hop_equal_window_streaming_equals_offline(tiny_stack):
     g = tiny_stack.preset.geometry
     S = tiny_stack.preset.cavp.image_size
@@ -87,26 +63,20 @@ def test_hop_equal_window_streaming_equals_offline(tiny_stack):
     frames = [Frame(pts=j, time_base=tb, rgb=rgb[j], capture_ns=time.monotonic_ns())
               for j in range(g.frames_per_window)]
     seed = 5
-    seen = record_cavp_inputs(tiny_stack)
-    try:
-        engine = Engine(tiny_stack, warmup=False)
-        col = CollectSink()
-        cfg = SessionConfig(hop_samples=g.window_samples, crossfade_samples=0, seed=seed)
-        h = engine.add_session(FrameListSource(frames), [col], cfg)
-        assert h.done.wait(60)
-        engine.stop()
-    finally:
-        del tiny_stack.features                  # the shared fixture's own method again
+    engine = Engine(tiny_stack, warmup=False)
+    col = CollectSink()
+    cfg = SessionConfig(hop_samples=g.window_samples, crossfade_samples=0, seed=seed)
+    h = engine.add_session(FrameListSource(frames), [col], cfg)
+    assert h.done.wait(60)
+    engine.stop()
     assert len(col.chunks) == 1
     chunk = col.chunks[0]
     assert chunk.start_sample == 0 and chunk.num_samples == g.window_samples
 
     x = torch.from_numpy(rgb).permute(0, 3, 1, 2).float().div(255.0)
-    assert len(seen) == 1
-    torch.testing.assert_close(seen[0][0], x, atol=1e-7, rtol=0)
     off = OfflineGenerator(tiny_stack).generate_frames(x, g.window_samples,
                                                        GenerateOptions(seed=seed, progress=False))
-    assert_same_audio(chunk.pcm, off.audio)
+    np.testing.assert_allclose(np.clip(chunk.pcm, -1, 1), off.audio, atol=1e-5, rtol=0)
 
 
 # ---------------------------------------------------------------------- worker scheduling
