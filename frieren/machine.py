@@ -1,8 +1,9 @@
 """What machine a measurement ran on, for benchmark and evaluation reports.
 
-Timings of the same code differ several-fold between the 2-core CPUs this project runs on (one
-CAVP training step of the recipe: 340 ms on one machine, 1013 ms on an AVX2-only one), so every
-report that holds a time also says which CPU and which vector instructions torch used.
+Timings of the same code differ several-fold between the 2-core CPUs this project runs on (a CAVP
+step of the recipe averaged 0.34 s inside one machine's training run; `benchmarks/cavp_step_speed.py`
+timed the same step at 1013 ms on an AVX2-only one), so every report that holds a time also says
+which CPU and which vector instructions torch used.
 """
 from __future__ import annotations
 
