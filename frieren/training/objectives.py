@@ -103,6 +103,24 @@ class VAEObjective(nn.Module):
 # CAVP (Diff-Foley contrastive audio-visual pre-training, small scale)
 # --------------------------------------------------------------------------------------
 
+def unit_frames(frames: Tensor, channels_last: bool = False) -> Tensor:
+    """uint8 frames (B, F, C, H, W) -> float32 in [0, 1], the same values as ``frames.float() / 255``.
+
+    ``channels_last``: the result is a (B, F, C, H, W) view of a channels-last 3-D (B, C, F, H, W)
+    tensor, the layout a channels-last video branch's convolutions read after their
+    (B, C, T, H, W) permute, so its first convolution takes it as it is: on the CPU one strided
+    conversion per step instead of the conversion plus two layout copies (forward and weight
+    gradient) of a contiguous window.
+    """
+    if not channels_last:
+        return frames.float() / 255.0
+    b, f, c, h, w = frames.shape
+    out = torch.empty((b, c, f, h, w), dtype=torch.float32, device=frames.device,
+                      memory_format=torch.channels_last_3d)
+    out.copy_(frames.permute(0, 2, 1, 3, 4)).div_(255.0)
+    return out.permute(0, 2, 1, 3, 4)
+
+
 def contrastive_loss(a: Tensor, b: Tensor, logit_scale: Tensor) -> Tensor:
     """Symmetric InfoNCE over the leading index. a, b (..., N, D) L2-normalised; positives
     are the matching rows. Works batched: a (B, K, D) contrasts K items within each row."""
@@ -219,7 +237,8 @@ class CAVPObjective(nn.Module):
     def forward(self, batch, gen: Optional[torch.Generator] = None) -> Losses:
         frames, mel = batch[:2]
         if frames.dtype == torch.uint8:
-            frames = frames.float() / 255.0
+            frames = unit_frames(frames, channels_last=self.video.video_encoder.conv1.conv.weight.is_contiguous(
+                memory_format=torch.channels_last_3d))
         v = self.video(frames, normalize=True)                       # (B, F, D)
         a = self.audio(mel, normalize=True)                          # (B, F, D)
         assert v.shape == a.shape, f"video feats {tuple(v.shape)} vs audio feats {tuple(a.shape)}"

@@ -16,7 +16,7 @@ from frieren.models.cond import CondEncoder
 from frieren.models.estimator import ChannelConcatDiT
 from frieren.models.vae import MelVAE
 from frieren.training.cavp_audio import MelAudioEncoder
-from frieren.training.objectives import (CAVPObjective, frame_audio_targets, onset_timbre, CFMObjective, DistillObjective, ReflowObjective,
+from frieren.training.objectives import (CAVPObjective, unit_frames, frame_audio_targets, onset_timbre, CFMObjective, DistillObjective, ReflowObjective,
                                          VAEObjective, generate_reflow_pairs, guided_velocity,
                                          weighted_flow_loss)
 
@@ -104,6 +104,13 @@ def test_cavp_objective_takes_uint8_frames_and_channels_last_layout():
     cl_loss, cl_grad = loss_and_grad(frames8, channels_last=True)
     assert cl_loss == pytest.approx(ref_loss, rel=1e-4)
     torch.testing.assert_close(cl_grad, ref_grad, rtol=1e-3, atol=1e-5)
+    # In that layout uint8 frames are converted straight into the layout the convolutions read
+    # (no layout copies): the values, loss and gradients of float frames in that layout, exactly.
+    unit = unit_frames(frames8, channels_last=True)
+    assert torch.equal(unit, frames8.float() / 255.0)
+    assert unit.permute(0, 2, 1, 3, 4).is_contiguous(memory_format=torch.channels_last_3d)
+    cl_float_loss, cl_float_grad = loss_and_grad(frames8.float() / 255.0, channels_last=True)
+    assert cl_loss == cl_float_loss and torch.equal(cl_grad, cl_float_grad)
 
 
 def test_frame_audio_targets_locate_onsets():
