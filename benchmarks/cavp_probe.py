@@ -30,6 +30,7 @@ the frames of these multi-object scenes; the learned features do better, but not
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import pickle
@@ -81,19 +82,29 @@ def load_stage_state(checkpoint: str) -> Dict[str, torch.Tensor]:
                              "(expected a model bundle directory, e.g. frieren/assets/default)")
         return {"video." + k: v for k, v in stack.cavp.state_dict().items()}
     try:
-        return torch.load(checkpoint, map_location="cpu", weights_only=False)["state"]
-    except (OSError, KeyError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as error:
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        if "state" in saved:       # the stage's final.pt
+            return saved["state"]
+        if saved.get("ema") is None:  # a resumable ckpt.pt of a stage without EMA (the CAVP's), mid-run
+            return saved["model"]
+        raise KeyError("state (this resume checkpoint keeps EMA weights; probe the stage's final.pt)")
+    except (OSError, KeyError, RuntimeError, EOFError, ValueError, AttributeError, pickle.UnpicklingError) as error:
         raise SystemExit(f"cannot read CAVP stage checkpoint {checkpoint}: {error} "
-                         "(expected a 'frieren train cavp' final.pt or a model bundle directory)")
+                         "(expected a 'frieren train cavp' final.pt or ckpt.pt, or a model bundle directory)")
 
 
 def cavp_encoder(checkpoint: str, preset, state: Optional[Dict[str, torch.Tensor]] = None):
     """The video branch of a CAVP stage checkpoint (``state``: its already loaded state dict), in eval mode."""
-    from frieren.models.cavp import CAVPVideoEncoder
+    from frieren.models.cavp import CAVPVideoEncoder, depth_of_state_dict
 
     state = load_stage_state(checkpoint) if state is None else state
     video = {k[len("video."):]: v for k, v in state.items() if k.startswith("video.")}
-    enc = CAVPVideoEncoder(preset.cavp)
+    cfg = preset.cavp
+    try:  # a CAVP trained with `--cavp-depth` has another number of blocks than the preset's
+        cfg = dataclasses.replace(cfg, depth=depth_of_state_dict(video))
+    except ValueError:
+        pass  # load_state_dict below names what does not fit
+    enc = CAVPVideoEncoder(cfg)
     try:
         enc.load_state_dict(video)
     except RuntimeError as error:
@@ -115,7 +126,11 @@ def snapshots_of(checkpoint: str) -> int:
 def cavp_features(checkpoint: str, preset) -> Callable[[torch.Tensor], np.ndarray]:
     """The video branch of a CAVP stage checkpoint: frames (N, 3K, S, S) -> features (N, D)."""
     enc = cavp_encoder(checkpoint, preset)
-    return lambda frames: enc(frames[None])[0].numpy()
+
+    @torch.no_grad()
+    def features(frames: torch.Tensor) -> np.ndarray:
+        return enc(frames[None])[0].numpy()
+    return features
 
 
 def _peaks(series: np.ndarray, threshold: float) -> np.ndarray:

@@ -5,17 +5,21 @@ material head) on random frames and mels: forward, backward and an AdamW step, f
 
 * layout ``default`` (contiguous NCDHW weights) or ``channels_last`` (``--cavp-channels-last``);
 * input ``float`` (frames converted to float on the host, then moved) or ``uint8`` (moved as
-  uint8 and converted on the device, what ``stage_cavp`` now does).
+  uint8 and converted on the device, what ``stage_cavp`` now does);
+* ``--depths``: the video branch's ResNet depth (``frieren train --cavp-depth``; default the
+  preset's, 50 for tiny).
 
 Timings are noisy on shared machines: compare the variants of one run as ratios; each variant
 is timed in ``--rounds`` interleaved rounds and its median reported.
 
     python benchmarks/cavp_step_speed.py                         # CPU, batch 16, 1 thread
     python benchmarks/cavp_step_speed.py --device cuda --batch 64 --out cavp_speed.json
+    python benchmarks/cavp_step_speed.py --subframes 4 --inputs uint8 --layouts channels_last --depths 50,26,14
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import statistics
@@ -89,6 +93,7 @@ def main(argv=None) -> int:
     ap.add_argument("--material", action="store_true", help="with the material head (synthetic labels)")
     ap.add_argument("--layouts", default="default,channels_last")
     ap.add_argument("--inputs", default="float,uint8")
+    ap.add_argument("--depths", help="comma-separated CAVP ResNet depths (default: the preset's)")
     ap.add_argument("--out", help="JSON file for the results")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -100,12 +105,15 @@ def main(argv=None) -> int:
     a.frames = a.frames or preset.geometry.frames_per_window
     gen = torch.Generator().manual_seed(0)
     batches = [host_batch(preset, a.batch, a.frames, a.material, gen) for _ in range(2)]
-    variants = [(lay, form) for lay in a.layouts.split(",") for form in a.inputs.split(",")]
-    models = {lay: build(preset, lay, a.material, dev) for lay in a.layouts.split(",")}
+    depths = [int(d) for d in a.depths.split(",")] if a.depths else [preset.cavp.depth]
+    variants = [(d, lay, form) for d in depths for lay in a.layouts.split(",") for form in a.inputs.split(",")]
+    models = {(d, lay): build(dataclasses.replace(preset, cavp=dataclasses.replace(preset.cavp, depth=d)),
+                              lay, a.material, dev)
+              for d in depths for lay in a.layouts.split(",")}
     times = {v: [] for v in variants}
     for r in range(a.rounds + 1):               # round 0 is the warm-up
-        for lay, form in variants:
-            obj, opt = models[lay]
+        for d, lay, form in variants:
+            obj, opt = models[(d, lay)]
             n = a.warmup if r == 0 else a.steps
             _sync(dev)
             t0 = time.perf_counter()
@@ -116,14 +124,16 @@ def main(argv=None) -> int:
                 opt.step()
             _sync(dev)
             if r:
-                times[(lay, form)].append((time.perf_counter() - t0) / n * 1e3)
+                times[(d, lay, form)].append((time.perf_counter() - t0) / n * 1e3)
     base = statistics.median(times[variants[0]])
     rows = []
     for v in variants:
         ms = statistics.median(times[v])
-        rows.append({"layout": v[0], "input": v[1], "ms_per_step": round(ms, 2),
-                     "speedup_vs_first": round(base / ms, 3), "rounds_ms": [round(t, 2) for t in times[v]]})
-        log.info("%-14s %-6s %8.1f ms/step  x%.2f", v[0], v[1], ms, base / ms)
+        video_params = sum(p.numel() for p in models[v[:2]][0].video.parameters())
+        rows.append({"depth": v[0], "layout": v[1], "input": v[2], "video_params": video_params,
+                     "ms_per_step": round(ms, 2), "speedup_vs_first": round(base / ms, 3),
+                     "rounds_ms": [round(t, 2) for t in times[v]]})
+        log.info("depth %-3d %-14s %-6s %8.1f ms/step  x%.2f", v[0], v[1], v[2], ms, base / ms)
     result = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
               "torch": torch.__version__, "batch": a.batch, "frames": a.frames, "subframes": a.subframes,
               "threads": a.threads,

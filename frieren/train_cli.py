@@ -49,6 +49,7 @@ from typing import List, Optional
 
 import torch
 
+from frieren.models.cavp import CAVP_DEPTHS
 from frieren.training.bundle import BUNDLE_STEPS, export_bundle, provenance_record, stage_summaries
 from frieren.training.hparams import DEFAULTS, current_hparams, hp_from_args
 from frieren.training.run import Run
@@ -70,6 +71,10 @@ def _common(p: argparse.ArgumentParser) -> None:
                         "(estimator.json) and the bundle record it, so later stages and `bundle` need not repeat it")
     p.add_argument("--estimator-depth", type=int, metavar="N",
                    help="the flow estimator's number of DiT blocks instead of the preset's (tiny: 2)")
+    p.add_argument("--cavp-depth", type=int, choices=CAVP_DEPTHS, metavar="N",
+                   help="the CAVP video branch's ResNet depth instead of the preset's (tiny: 50, the official "
+                        f"layout; one of {', '.join(map(str, CAVP_DEPTHS))}: 26 and 14 hold two and one "
+                        "bottleneck blocks per stage and cost less per CPU step); recorded like --estimator-hidden")
     p.add_argument("--subframes", type=int, default=1, metavar="K",
                    help="camera snapshots per visual frame, stacked on the CAVP's input channels (default 1, "
                         "the published model: one frame per feature). K > 1 shows the CAVP the motion between "
@@ -151,7 +156,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cavp-channels-last", action="store_true",
                    help="CAVP stage: train the video branch in channels-last memory layout (same maths; "
                         "1.38-1.47x faster per step on a 2-core CPU, benchmarks/cavp_step_speed.py; results "
-                        "differ in the last bits, so the shipped recipe does not use it)")
+                        "differ in the last bits from the default layout's; the shipped recipe uses it)")
 
 
 def _hparams(p: argparse.ArgumentParser, stage: Optional[str]) -> None:

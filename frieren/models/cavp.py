@@ -49,8 +49,34 @@ from frieren.config import CAVPConfig
 
 logger = logging.getLogger(__name__)
 
-# Stage depths of the bottleneck ResNets that ResNet3dSlowOnly supports.
-_STAGE_BLOCKS: Dict[int, Tuple[int, ...]] = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
+# Stage depths of the bottleneck ResNets that ResNet3dSlowOnly supports. 50, 101 and 152 are
+# mmaction2's (the official CAVP is 50); 14 and 26 (one and two blocks per stage, 3 layers per
+# block plus stem and head) are shallower stacks for small presets trained here
+# (``frieren train --cavp-depth``), whose CAVP step costs less on a CPU.
+_STAGE_BLOCKS: Dict[int, Tuple[int, ...]] = {14: (1, 1, 1, 1), 26: (2, 2, 2, 2), 50: (3, 4, 6, 3),
+                                             101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
+CAVP_DEPTHS = tuple(sorted(_STAGE_BLOCKS))
+
+
+def depth_of_stage_blocks(blocks: Tuple[int, ...]) -> int:
+    """The depth whose stages hold ``blocks`` (e.g. (2, 2, 2, 2) -> 26); ValueError if none."""
+    for depth, b in _STAGE_BLOCKS.items():
+        if tuple(blocks) == b:
+            return depth
+    raise ValueError(f"no supported ResNet3dSlowOnly depth has {tuple(blocks)} blocks per stage "
+                     f"(supported: { {d: b for d, b in _STAGE_BLOCKS.items()} })")
+
+
+def depth_of_state_dict(state_dict: Mapping[str, torch.Tensor], prefix: str = "video_encoder.") -> int:
+    """The ResNet depth of a video branch's state dict, from the blocks its stages hold
+    (``<prefix>layer<i>.<j>.*`` keys); ValueError if the layout is not a supported one."""
+    blocks = [0, 0, 0, 0]
+    for key in state_dict:
+        if key.startswith(prefix + "layer"):
+            stage, block = key[len(prefix) + len("layer"):].split(".", 2)[:2]
+            if stage.isdigit() and block.isdigit() and 1 <= int(stage) <= 4:
+                blocks[int(stage) - 1] = max(blocks[int(stage) - 1], int(block) + 1)
+    return depth_of_stage_blocks(tuple(blocks))
 _EXPANSION = 4
 _SPATIAL_STRIDES = (1, 2, 2, 2)
 _INFLATE = (0, 0, 1, 1)  # per stage; a 1 inflates conv1 of every block of that stage to (3,1,1)

@@ -28,10 +28,13 @@ class Run:
             from frieren.config import with_subframes
             self.preset = with_subframes(self.preset, args.subframes)
         self.ctx = setup(args.device)
-        est = self._estimator_size(args)
+        import dataclasses
+        est = self._recorded_size(args, "estimator", (("hidden_size", "estimator_hidden"), ("depth", "estimator_depth")))
         if est:
-            import dataclasses
             self.preset = dataclasses.replace(self.preset, estimator=dataclasses.replace(self.preset.estimator, **est))
+        cavp = self._recorded_size(args, "cavp", (("depth", "cavp_depth"),))
+        if cavp:
+            self.preset = dataclasses.replace(self.preset, cavp=dataclasses.replace(self.preset.cavp, **cavp))
         self.progress = not args.no_progress
         self._clips = None
         self._windows = None
@@ -99,20 +102,20 @@ class Run:
         return self._windows
 
     # -- stage outputs ------------------------------------------------------------------
-    def _estimator_size(self, args: argparse.Namespace) -> dict:
-        """The estimator size this run trains (--estimator-hidden/--estimator-depth), recorded in
-        ``<run-dir>/estimator.json`` by the first command that sets it, so every later stage and
-        ``bundle`` of the run builds the same estimator without repeating the flags. {} = the preset's."""
-        given = {k: v for k, v in (("hidden_size", getattr(args, "estimator_hidden", None)),
-                                   ("depth", getattr(args, "estimator_depth", None))) if v is not None}
-        path = self.dir / "estimator.json"
+    def _recorded_size(self, args: argparse.Namespace, part: str, fields) -> dict:
+        """The size of ``part`` ("estimator" or "cavp") this run trains, from the flags of ``fields``
+        ((config field, args attribute) pairs: --estimator-hidden/--estimator-depth, --cavp-depth),
+        recorded in ``<run-dir>/<part>.json`` by the first command that sets it, so every later stage
+        and ``bundle`` of the run builds the same network without repeating the flags. {} = the preset's."""
+        given = {k: getattr(args, a) for k, a in fields if getattr(args, a, None) is not None}
+        path = self.dir / f"{part}.json"
         if path.is_file():
             recorded = json.loads(path.read_text())
             if any(recorded.get(k) != v for k, v in given.items()):
-                raise SystemExit(f"{self.dir} trains an estimator of {recorded}, not {given}; use another --run-dir "
-                                 "for another estimator size")
+                raise SystemExit(f"{self.dir} trains the {part} size {recorded}, not {given}; use another --run-dir "
+                                 f"for another {part} size")
             if not given:
-                log.info("estimator size %s, as recorded in %s", recorded, path)
+                log.info("%s size %s, as recorded in %s", part, recorded, path)
             return recorded
         if given and self.ctx.is_main:
             self.dir.mkdir(parents=True, exist_ok=True)

@@ -179,3 +179,25 @@ def test_inflate_flags_set_the_temporal_reach():
     assert 1 + 9 < reach(every) <= 1 + 16
     with pytest.raises(ValueError, match="one flag per stage"):
         CAVPConfig(inflate=(1, 1))
+
+
+def test_shallower_depths_hold_fewer_blocks_and_are_read_back_from_their_weights():
+    """``CAVPConfig.depth`` 26 and 14 (``frieren train --cavp-depth``) stack two and one bottleneck
+    blocks per stage; the depth is recovered from a state dict's keys, and an unknown layout is named."""
+    from frieren.models.cavp import CAVP_DEPTHS, depth_of_state_dict
+
+    assert {14, 26, 50} <= set(CAVP_DEPTHS)
+    encs = {d: CAVPVideoEncoder(CAVPConfig(depth=d, base_channels=4, embed_dim=8, image_size=32)) for d in (14, 26, 50)}
+    for d, blocks in ((14, 1), (26, 2)):
+        assert [len(getattr(encs[d].video_encoder, f"layer{i}")) for i in range(1, 5)] == [blocks] * 4
+    for d, enc in encs.items():
+        assert depth_of_state_dict(enc.state_dict()) == d
+        with torch.no_grad():  # same output shape at every depth: (B, T, embed_dim)
+            assert enc(torch.rand(1, 3, 3, 32, 32)).shape == (1, 3, 8)
+    params = [sum(p.numel() for p in encs[d].parameters()) for d in (14, 26, 50)]
+    assert params == sorted(params)
+    cut = {k: v for k, v in encs[26].state_dict().items() if not k.startswith("video_encoder.layer3.1.")}
+    with pytest.raises(ValueError, match=r"\(2, 2, 1, 2\) blocks per stage"):
+        depth_of_state_dict(cut)
+    with pytest.raises(ValueError, match="depth must be one of"):
+        CAVPVideoEncoder(CAVPConfig(depth=18, base_channels=4, embed_dim=8, image_size=32))

@@ -134,3 +134,31 @@ def test_a_bundle_directory_gives_its_video_branch(tmp_path, benchmark_module):
         assert "cannot read the bundle's weights" in str(exc) and "bundle directory" in str(exc)
     else:
         raise AssertionError("no error for a broken bundle")
+
+
+def test_a_shallower_cavp_and_a_mid_run_checkpoint_are_probed_as_trained(tmp_path, benchmark_module):
+    """A CAVP trained with `--cavp-depth 14` is built with its own depth (from its checkpoint's
+    blocks), not the preset's 50; a stage's resumable ckpt.pt (no EMA) is read like final.pt."""
+    import dataclasses
+
+    torch.set_num_threads(1)
+    preset = get_preset("tiny")
+    torch.manual_seed(0)
+    enc = CAVPVideoEncoder(dataclasses.replace(preset.cavp, depth=14)).eval()
+    state = {f"video.{k}": v for k, v in enc.state_dict().items()}
+    final, mid = tmp_path / "final.pt", tmp_path / "ckpt.pt"
+    torch.save({"state": state}, final)
+    torch.save({"model": state, "ema": None, "step": 250}, mid)
+    mod = benchmark_module("cavp_probe")
+    frames = torch.rand(preset.geometry.frames_per_window, 3, preset.cavp.image_size, preset.cavp.image_size)
+    with torch.no_grad():
+        expected = enc(frames[None])[0].numpy()
+    for ck in (final, mid):
+        np.testing.assert_allclose(mod.cavp_features(str(ck), preset)(frames), expected, rtol=1e-5, atol=1e-6)
+    torch.save({"model": state, "ema": {"shadow": {}}, "step": 250}, mid)
+    try:
+        mod.cavp_features(str(mid), preset)
+    except SystemExit as exc:
+        assert "EMA" in str(exc) and "final.pt" in str(exc)
+    else:
+        raise AssertionError("no error for a resume checkpoint that keeps EMA weights")

@@ -106,9 +106,9 @@ def test_channels_last_cavp_runs_the_whole_recipe_into_a_loadable_bundle(tmp_pat
     assert json.loads((bundle / "config.json").read_text())["provenance"]["args"]["cavp_channels_last"] is True
 
 
-def test_onset_weights_and_estimator_size_run_the_whole_recipe(tmp_path):
-    """--cavp-onset-weight/--cavp-onset-log (the shipped recipe's), the flow stages' onset weights
-    and --estimator-hidden/--estimator-depth reach their stages and the bundle, which loads."""
+def test_onset_weights_and_network_sizes_run_the_whole_recipe(tmp_path):
+    """--cavp-onset-weight/--cavp-onset-log (the shipped recipe's), the flow stages' onset weights,
+    --estimator-hidden/--estimator-depth and --cavp-depth reach their stages and the bundle, which loads."""
     from frieren.checkpoints import load_bundle
 
     import json
@@ -118,7 +118,7 @@ def test_onset_weights_and_estimator_size_run_the_whole_recipe(tmp_path):
     assert train_cli.main(_default_args(tmp_path / "run", bundle, "--cavp-onset-weight", "2", "--cavp-onset-log",
                                         "--cfm-onset-weight", "4", "--reflow-onset-weight", "4",
                                         "--distill-onset-weight", "8", "--estimator-hidden", "32",
-                                        "--estimator-depth", "1")) == 0
+                                        "--estimator-depth", "1", "--cavp-depth", "14")) == 0
     logs = {s: [json.loads(x) for x in (tmp_path / "run" / s / "log.jsonl").read_text().splitlines()]
             for s in ("cavp", "cfm", "reflow", "distill")}
     assert "event_onset" in logs["cavp"][-1]
@@ -131,11 +131,15 @@ def test_onset_weights_and_estimator_size_run_the_whole_recipe(tmp_path):
     stack, info = load_bundle(str(bundle))
     assert (info.preset.estimator.hidden_size, info.preset.estimator.depth) == (32, 1)
     assert len(stack.estimator.blocks) == 1
+    assert info.preset.cavp.depth == 14 and len(stack.cavp.video_encoder.layer3) == 1
     # The run dir remembers the estimator size: `bundle` of another stage needs no flags,
     # and another size in the same run dir is refused.
     data = ["--run-dir", str(tmp_path / "run"), "--synthetic", "2", "--synthetic-seed", "7", "--clip-seconds", "3",
             "--window-stride", "4", "--threads", "1", "--no-progress"]
     assert train_cli.main(["bundle", *data, "--stage", "cfm", "--out", str(tmp_path / "cfm")]) == 0
-    assert load_bundle(str(tmp_path / "cfm"))[1].preset.estimator.hidden_size == 32
+    cfm_info = load_bundle(str(tmp_path / "cfm"))[1]
+    assert (cfm_info.preset.estimator.hidden_size, cfm_info.preset.cavp.depth) == (32, 14)
     with pytest.raises(SystemExit, match="another --run-dir"):
         train_cli.main(["bundle", *data, "--stage", "cfm", "--out", str(tmp_path / "x"), "--estimator-hidden", "64"])
+    with pytest.raises(SystemExit, match="another --run-dir"):
+        train_cli.main(["bundle", *data, "--stage", "cfm", "--out", str(tmp_path / "x"), "--cavp-depth", "26"])
