@@ -16,8 +16,10 @@
 #   1. render CLIPS synthetic clips (seeds 1000.., 8 s: the 1200-clip data of
 #      docs/eval/experiments/data_scale/, the seeds of runs/v10/cache) with WORKERS processes
 #   2. train the CAVP stage of each variant at the same time (one process each, one GPU):
-#        base      the shipped flags (event head, 4 onset slots, 20 flux bands), self-supervised
+#        base      event head (4 onset slots, 20 flux bands), self-supervised (the v4 recipe's flags)
 #        material  the same + --cavp-material-weight 1 (names the struck material; synthetic labels)
+#        recipe    the shipped (v9) recipe's CAVP flags: material + --cavp-onset-weight 2 --cavp-onset-log
+#        recipe_d26, recipe_d14   the same with --cavp-depth 26 / 14 (two / one blocks per stage)
 #      BATCH windows per step, constant LR (the recipe's), for as many steps as fit in the time
 #      left (--max-minutes: with a constant LR a time-bounded stop is a clean cut; MAX_STEPS caps)
 #      Before that, benchmarks/cavp_step_speed.py times a step in each memory layout (uint8 frames
@@ -26,7 +28,9 @@
 #      resume) and $OUT/cavp_<variant>_log.jsonl
 #   gpu_cavp_log.txt   everything printed
 # Env: DEVICE (cuda), CLIPS (1200), WORKERS (15), BATCH (64), MAX_STEPS (100000), THREADS (6 per
-# variant), BUDGET_S (560: the whole script), VARIANTS ("base material"), RUNS (runs/gpu_cavp),
+# variant), BUDGET_S (560: the whole script), VARIANTS ("recipe recipe_d26"), SUBFRAMES (4, the
+# shipped recipe's snapshots per visual frame; the runs of docs/eval/experiments/cavp_gpu_scale/
+# were VARIANTS="base material" SUBFRAMES=1), RUNS (runs/gpu_cavp),
 # LAYOUT (auto | default | channels_last), FLIP (0) and SHIFT (0): --cavp-flip / --cavp-shift for
 # every variant (0.5 and 4 stopped the 300-clip CPU CAVP memorising its clips,
 # docs/eval/experiments/cavp_augmentation/), PYTHON (python3), SKIP_INSTALL=1 (no pip step: the
@@ -37,7 +41,7 @@
 #   # a run dir with a finished 1200-clip VAE stage (vae/{final.pt,scale.json}) and the variant's CAVP
 #   # as cavp/final.pt; the recipe skips both finished stages and trains CFM, reflow and distillation:
 #   RUN_DIR=runs/vX OUT=runs/vX_bundle bash scripts/train_default.sh --synthetic 1200 \
-#       --cavp-steps <its steps> --cavp-batch-size 64 [--cavp-material-weight 1.0]
+#       --cavp-steps <its steps> --cavp-batch-size 64 [--cavp-depth 26]
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -51,11 +55,17 @@ BATCH="${BATCH:-64}"
 MAX_STEPS="${MAX_STEPS:-100000}"
 THREADS="${THREADS:-6}"
 BUDGET_S="${BUDGET_S:-560}"
-VARIANTS="${VARIANTS:-base material}"
+VARIANTS="${VARIANTS:-recipe recipe_d26}"
+SUBFRAMES="${SUBFRAMES:-4}"
 RUNS="${RUNS:-runs/gpu_cavp}"
 LAYOUT="${LAYOUT:-auto}"
 FLIP="${FLIP:-0}"
 SHIFT="${SHIFT:-0}"
+for v in $VARIANTS; do   # one try on a lent device: refuse a typo before rendering anything
+  case "$v" in base|material|recipe|recipe_d26|recipe_d14) ;;
+    *) echo "gpu_cavp_scale.sh: unknown variant '$v' in VARIANTS (base material recipe recipe_d26 recipe_d14)" >&2; exit 2 ;;
+  esac
+done
 export PYTHONUNBUFFERED=1 OMP_WAIT_POLICY=PASSIVE
 START=$(date +%s)
 LOG="$OUT/gpu_cavp_log.txt"
@@ -74,7 +84,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 "$PY" -c "import torch, sys; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(),
 torch.cuda.get_device_name() if torch.cuda.is_available() else '')" 2>&1 | tee -a "$LOG"
 
-COMMON=(--preset tiny --seed 0 --synthetic "$CLIPS" --synthetic-seed 1000 --clip-seconds 8 --window-stride 2
+COMMON=(--preset tiny --subframes "$SUBFRAMES" --seed 0 --synthetic "$CLIPS" --synthetic-seed 1000 --clip-seconds 8 --window-stride 2
         --device "$DEVICE" --threads "$THREADS" --no-progress)
 
 # ------------------------------------------------------------------ 1. the clip cache, rendered once
@@ -105,6 +115,7 @@ done
 if [[ "$LAYOUT" == auto ]]; then
   LAYOUT=default
   if timeout 120 "$PY" benchmarks/cavp_step_speed.py --device "$DEVICE" --batch "$BATCH" --material \
+       --subframes "$SUBFRAMES" \
        --threads "$THREADS" --inputs uint8 --warmup 5 --steps 10 --rounds 2 \
        --out "$OUT/cavp_step_speed.json" >> "$LOG" 2>&1; then
     LAYOUT=$("$PY" -c "import json, sys; r = json.load(open(sys.argv[1]))['rows']
@@ -119,12 +130,17 @@ log "memory layout: $LAYOUT"
 left=$(( BUDGET_S - ($(date +%s) - START) - 60 ))
 (( left < 30 )) && { log "only ${left}s left for training; stopping"; exit 1; }
 MINUTES=$("$PY" -c "print(round($left / 60, 2))")
-log "training variants [$VARIANTS] for at most $MINUTES min each (batch $BATCH, at most $MAX_STEPS steps, flip $FLIP, shift $SHIFT px)"
+log "training variants [$VARIANTS] for at most $MINUTES min each (batch $BATCH, $SUBFRAMES snapshot(s) per frame, at most $MAX_STEPS steps, flip $FLIP, shift $SHIFT px)"
+# The CAVP flags of scripts/train_default.sh beyond the event head's (which every variant has).
+RECIPE=(--cavp-material-weight 1.0 --cavp-onset-weight 2 --cavp-onset-log)
 pids=()
 for v in $VARIANTS; do
   case "$v" in
     base) EXTRA=() ;;
     material) EXTRA=(--cavp-material-weight 1.0) ;;
+    recipe) EXTRA=("${RECIPE[@]}") ;;
+    recipe_d26) EXTRA=("${RECIPE[@]}" --cavp-depth 26) ;;
+    recipe_d14) EXTRA=("${RECIPE[@]}" --cavp-depth 14) ;;
     *) log "unknown variant $v"; exit 2 ;;
   esac
   "$PY" -m frieren.train_cli cavp --run-dir "$RUNS/$v" "${COMMON[@]}" --steps "$MAX_STEPS" --batch-size "$BATCH" \

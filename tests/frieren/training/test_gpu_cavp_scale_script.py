@@ -2,7 +2,8 @@
 
 The script gets one try on a rented device, so its logic is checked here: it renders the clip
 cache once, shares it with the second variant, trains both CAVP variants side by side and
-hands back each variant's checkpoint and loss log.
+hands back each variant's checkpoint and loss log. ``recipe_d26`` is the shipped recipe's CAVP
+flags at depth 26; ``base`` the v4 recipe's, without the material head.
 """
 from __future__ import annotations
 
@@ -21,14 +22,14 @@ def test_script_trains_both_variants_and_returns_their_checkpoints(tmp_path):
     out, runs = tmp_path / "out", tmp_path / "runs"
     env = dict(os.environ, PYTHON=sys.executable, SKIP_INSTALL="1", DEVICE="cpu", CLIPS="2", WORKERS="2",
                BATCH="4", MAX_STEPS="3", THREADS="1", BUDGET_S="400", OUT=str(out), RUNS=str(runs),
-               FLIP="0.5", SHIFT="2")
+               FLIP="0.5", SHIFT="2", VARIANTS="base recipe_d26", SUBFRAMES="2")
     proc = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_cavp_scale.sh")], env=env, cwd=REPO,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     # One rendering, shared: the second variant's clips are the first one's.
-    assert (runs / "material" / "cache" / "clips").resolve() == (runs / "base" / "cache" / "clips").resolve()
-    for variant in ("base", "material"):
+    assert (runs / "recipe_d26" / "cache" / "clips").resolve() == (runs / "base" / "cache" / "clips").resolve()
+    for variant in ("base", "recipe_d26"):
         final = torch.load(out / f"cavp_{variant}.pt", map_location="cpu", weights_only=False)
         assert final["result"]["steps"] == 3 and not final["stopped_early"]
         assert any(k.startswith("video.") for k in final["state"])
@@ -42,6 +43,22 @@ def test_script_trains_both_variants_and_returns_their_checkpoints(tmp_path):
     log = (out / "gpu_cavp_log.txt").read_text()
     assert f"memory layout: {min(rows, key=rows.get)}" in log
     assert "flip 0.5, shift 2 px" in log      # and the stages took --cavp-flip / --cavp-shift (rc 0 above)
-    # Only the material variant trains the material head.
-    material_log = (out / "cavp_material_log.jsonl").read_text()
-    assert '"material"' in material_log and '"material"' not in (out / "cavp_base_log.jsonl").read_text()
+    # Only the recipe variant trains the material head and weighs the onset slots; it has two
+    # blocks per stage, base the preset's depth 50; both take 2 snapshots per frame (6 channels).
+    recipe_log = (out / "cavp_recipe_d26_log.jsonl").read_text()
+    assert '"material"' in recipe_log and '"material"' not in (out / "cavp_base_log.jsonl").read_text()
+    assert '"event_onset"' in recipe_log and '"event_onset"' not in (out / "cavp_base_log.jsonl").read_text()
+    for variant, blocks in (("base", (3, 4, 6, 3)), ("recipe_d26", (2, 2, 2, 2))):
+        state = torch.load(out / f"cavp_{variant}.pt", map_location="cpu", weights_only=False)["state"]
+        assert tuple(len({k.split(".")[3] for k in state if k.startswith(f"video.video_encoder.layer{i}.")})
+                     for i in range(1, 5)) == blocks
+        assert state["video.video_encoder.conv1.conv.weight"].shape[1] == 6
+
+
+def test_a_typo_in_the_variants_is_refused_before_anything_runs(tmp_path):
+    env = dict(os.environ, PYTHON=sys.executable, SKIP_INSTALL="1", DEVICE="cpu", OUT=str(tmp_path / "out"),
+               RUNS=str(tmp_path / "runs"), VARIANTS="recipe recipe_d62")
+    proc = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_cavp_scale.sh")], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "unknown variant 'recipe_d62'" in proc.stderr
+    assert not (tmp_path / "runs").exists()
