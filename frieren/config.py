@@ -135,7 +135,7 @@ class CondConfig:
 @dataclass(frozen=True)
 class CAVPConfig:
     """CAVP video branch: SlowOnly 3D ResNet-50 + Linear head (FRIEREN_SPEC §3.2)."""
-    depth: int = 50
+    depth: int = 50  # the official layout; 26 and 14 (2 / 1 blocks per stage) for presets trained here
     base_channels: int = 64
     embed_dim: int = 512
     image_size: int = 224
