@@ -57,6 +57,15 @@ _STAGE_BLOCKS: Dict[int, Tuple[int, ...]] = {14: (1, 1, 1, 1), 26: (2, 2, 2, 2),
                                              101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 CAVP_DEPTHS = tuple(sorted(_STAGE_BLOCKS))
 
+_EXPANSION = 4
+_SPATIAL_STRIDES = (1, 2, 2, 2)
+_INFLATE = (0, 0, 1, 1)  # per stage; a 1 inflates conv1 of every block of that stage to (3,1,1)
+# (the official layout; CAVPConfig.inflate may differ for presets trained here)
+
+# State-dict prefixes that belong to the video branch; everything else in a CAVP checkpoint
+# (spec_encoder.*, logit_scale) is ignored.
+VIDEO_BRANCH_PREFIXES = ("video_encoder.", "video_project_head.")
+
 
 def depth_of_stage_blocks(blocks: Tuple[int, ...]) -> int:
     """The depth whose stages hold ``blocks`` (e.g. (2, 2, 2, 2) -> 26); ValueError if none."""
@@ -77,14 +86,6 @@ def depth_of_state_dict(state_dict: Mapping[str, torch.Tensor], prefix: str = "v
             if stage.isdigit() and block.isdigit() and 1 <= int(stage) <= 4:
                 blocks[int(stage) - 1] = max(blocks[int(stage) - 1], int(block) + 1)
     return depth_of_stage_blocks(tuple(blocks))
-_EXPANSION = 4
-_SPATIAL_STRIDES = (1, 2, 2, 2)
-_INFLATE = (0, 0, 1, 1)  # per stage; a 1 inflates conv1 of every block of that stage to (3,1,1)
-# (the official layout; CAVPConfig.inflate may differ for presets trained here)
-
-# State-dict prefixes that belong to the video branch; everything else in a CAVP checkpoint
-# (spec_encoder.*, logit_scale) is ignored.
-VIDEO_BRANCH_PREFIXES = ("video_encoder.", "video_project_head.")
 
 
 def _triple(v) -> Tuple[int, int, int]:
