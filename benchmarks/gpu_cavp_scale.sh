@@ -19,7 +19,9 @@
 #        base      event head (4 onset slots, 20 flux bands), self-supervised (the v4 recipe's flags)
 #        material  the same + --cavp-material-weight 1 (names the struck material; synthetic labels)
 #        recipe    the shipped (v9) recipe's CAVP flags: material + --cavp-onset-weight 2 --cavp-onset-log
-#        recipe_d26, recipe_d14   the same with --cavp-depth 26 / 14 (two / one blocks per stage)
+#        recipe_d26, recipe_d14   the same with --cavp-depth 26 / 14 (two / one blocks per stage; on
+#                  the CPU, at the recipe's CAVP time, depth 26 equalled depth 50:
+#                  docs/eval/experiments/cavp_depth/)
 #      BATCH windows per step, constant LR (the recipe's), for as many steps as fit in the time
 #      left (--max-minutes: with a constant LR a time-bounded stop is a clean cut; MAX_STEPS caps)
 #      Before that, benchmarks/cavp_step_speed.py times a step in each memory layout (uint8 frames
@@ -28,7 +30,7 @@
 #      resume) and $OUT/cavp_<variant>_log.jsonl
 #   gpu_cavp_log.txt   everything printed
 # Env: DEVICE (cuda), CLIPS (1200), WORKERS (15), BATCH (64), MAX_STEPS (100000), THREADS (6 per
-# variant), BUDGET_S (560: the whole script), VARIANTS ("recipe recipe_d26"), SUBFRAMES (4, the
+# variant), BUDGET_S (560: the whole script), VARIANTS ("recipe"), SUBFRAMES (4, the
 # shipped recipe's snapshots per visual frame; the runs of docs/eval/experiments/cavp_gpu_scale/
 # were VARIANTS="base material" SUBFRAMES=1), RUNS (runs/gpu_cavp),
 # LAYOUT (auto | default | channels_last), FLIP (0) and SHIFT (0): --cavp-flip / --cavp-shift for
@@ -41,7 +43,7 @@
 #   # a run dir with a finished 1200-clip VAE stage (vae/{final.pt,scale.json}) and the variant's CAVP
 #   # as cavp/final.pt; the recipe skips both finished stages and trains CFM, reflow and distillation:
 #   RUN_DIR=runs/vX OUT=runs/vX_bundle bash scripts/train_default.sh --synthetic 1200 \
-#       --cavp-steps <its steps> --cavp-batch-size 64 [--cavp-depth 26]
+#       --cavp-steps <its steps> --cavp-batch-size 64 [--cavp-depth N]
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -55,7 +57,7 @@ BATCH="${BATCH:-64}"
 MAX_STEPS="${MAX_STEPS:-100000}"
 THREADS="${THREADS:-6}"
 BUDGET_S="${BUDGET_S:-560}"
-VARIANTS="${VARIANTS:-recipe recipe_d26}"
+VARIANTS="${VARIANTS:-recipe}"
 SUBFRAMES="${SUBFRAMES:-4}"
 RUNS="${RUNS:-runs/gpu_cavp}"
 LAYOUT="${LAYOUT:-auto}"
