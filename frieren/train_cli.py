@@ -167,6 +167,10 @@ def _hparams(p: argparse.ArgumentParser, stage: Optional[str]) -> None:
     p.add_argument("--warmup", type=int, default=d.warmup if d else None)
     p.add_argument("--final-lr-factor", type=float, default=d.final_lr_factor if d else None,
                    help="cosine LR decay after warm-up down to lr x this (1 = constant LR)")
+    p.add_argument("--decay-steps", type=int, default=d.decay_steps if d else None,
+                   help="with --final-lr-factor < 1: hold the LR after warm-up and decay it over only the last "
+                        "this many steps (0 = the decay spans the whole run after warm-up). A finished constant-LR "
+                        "run resumed with more --steps gets a decay tail")
 
 
 def _reflow_data_args(p: argparse.ArgumentParser) -> None:
@@ -203,6 +207,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p.add_argument(f"--{stage}-batch-size", type=int, default=d.batch_size)
         p.add_argument(f"--{stage}-final-lr-factor", type=float, default=d.final_lr_factor,
                        help=f"{stage}: cosine LR decay down to lr x this (1 = constant)")
+        p.add_argument(f"--{stage}-decay-steps", type=int, default=d.decay_steps,
+                       help=f"{stage}: decay only over the last this many steps (0 = all after warm-up)")
     p.add_argument("--out", default="frieren/assets/default", help="bundle directory")
     p.add_argument("--side-by-side", action="store_true",
                    help="train the VAE and CAVP stages at the same time, CAVP in a second process with its "

@@ -17,6 +17,7 @@ class StageHParams:
     ema: float = 0.0
     grad_clip: float = 1.0
     final_lr_factor: float = 1.0   # <1: cosine decay to lr * this (see TrainConfig)
+    decay_steps: int = 0           # >0: the decay spans only the last this many steps
 
 
 # Defaults sized for the tiny preset on a 2-core CPU (see scripts/train_default.sh).
@@ -41,7 +42,8 @@ def hp_from_args(stage: str, args) -> StageHParams:
     return dataclasses.replace(d, steps=_or(args.steps, d.steps),
                                batch_size=args.batch_size or d.batch_size, lr=args.lr or d.lr,
                                warmup=_or(args.warmup, d.warmup),
-                               final_lr_factor=_or(getattr(args, "final_lr_factor", None), d.final_lr_factor))
+                               final_lr_factor=_or(getattr(args, "final_lr_factor", None), d.final_lr_factor),
+                               decay_steps=_or(getattr(args, "decay_steps", None), d.decay_steps))
 
 
 def current_hparams(args) -> Dict[str, StageHParams]:
@@ -49,6 +51,7 @@ def current_hparams(args) -> Dict[str, StageHParams]:
     if getattr(args, "train_command", None) == "default":
         return {s: dataclasses.replace(
             d, steps=getattr(args, f"{s}_steps"), batch_size=getattr(args, f"{s}_batch_size"),
-            final_lr_factor=_or(getattr(args, f"{s}_final_lr_factor", None), d.final_lr_factor))
+            final_lr_factor=_or(getattr(args, f"{s}_final_lr_factor", None), d.final_lr_factor),
+            decay_steps=_or(getattr(args, f"{s}_decay_steps", None), d.decay_steps))
             for s, d in DEFAULTS.items()}
     return dict(DEFAULTS)

@@ -50,6 +50,7 @@ class TrainConfig:
     warmup_steps: int = 1000
     warmup_start: float = 1e-6        # LR factor at step 0 (reference LambdaLR f_start)
     final_lr_factor: float = 1.0      # <1: cosine decay after warm-up down to lr * this at the last step
+    decay_steps: int = 0              # >0: hold lr after warm-up, decay only over the last this many steps
     weight_decay: float = 0.01
     betas: tuple = (0.9, 0.999)
     grad_clip: float = 0.0            # 0 disables
@@ -149,13 +150,16 @@ class Trainer:
         start = cfg.warmup_start
 
         final, total = cfg.final_lr_factor, cfg.steps
+        # The decay starts after warm-up, or, with decay_steps, that many steps before the end
+        # (warm-up, hold, decay): a run can be resumed with a longer `steps` and a decay tail.
+        decay_from = max(warm, total - cfg.decay_steps) if cfg.decay_steps > 0 else warm
 
         def factor(step: int) -> float:
             if warm and step < warm:
                 return start + (1.0 - start) * step / warm
-            if final >= 1.0 or total <= warm:
+            if final >= 1.0 or total <= decay_from or step < decay_from:
                 return 1.0
-            progress = min(1.0, (step - warm) / (total - warm))
+            progress = min(1.0, (step - decay_from) / (total - decay_from))
             return final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)

@@ -181,7 +181,8 @@ class Run:
         from frieren.training.loop import TrainConfig
         a = self.args
         return TrainConfig(steps=hp.steps, batch_size=hp.batch_size, lr=hp.lr, warmup_steps=hp.warmup,
-                           grad_clip=hp.grad_clip, ema_decay=hp.ema, final_lr_factor=hp.final_lr_factor, seed=a.seed + STAGES.index(stage) * 101,
+                           grad_clip=hp.grad_clip, ema_decay=hp.ema, final_lr_factor=hp.final_lr_factor,
+                           decay_steps=hp.decay_steps, seed=a.seed + STAGES.index(stage) * 101,
                            ckpt_every=max(50, min(500, hp.steps // 5)), log_every=10,
                            max_seconds=a.max_minutes * 60 if a.max_minutes else None)
 

@@ -25,3 +25,11 @@ def test_default_command_takes_per_stage_final_lr_factor():
     assert hps["cavp"].final_lr_factor == 0.1 and hps["cfm"].final_lr_factor == 0.2
     assert hps["vae"].final_lr_factor == DEFAULTS["vae"].final_lr_factor
     assert hps["reflow"].final_lr_factor == DEFAULTS["reflow"].final_lr_factor
+
+
+def test_decay_steps_reach_single_stage_and_default_commands():
+    assert hp_from_args("cavp", _parse("cavp")).decay_steps == DEFAULTS["cavp"].decay_steps == 0
+    hp = hp_from_args("cavp", _parse("cavp", "--final-lr-factor", "0.02", "--decay-steps", "1500"))
+    assert (hp.final_lr_factor, hp.decay_steps) == (0.02, 1500)
+    hps = current_hparams(_parse("default", "--cavp-final-lr-factor", "0.02", "--cavp-decay-steps", "1500"))
+    assert hps["cavp"].decay_steps == 1500 and hps["cfm"].decay_steps == DEFAULTS["cfm"].decay_steps

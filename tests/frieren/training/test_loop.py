@@ -83,3 +83,22 @@ def test_cosine_decay_reaches_the_final_factor_after_warm_up(tmp_path):
     flat = Trainer("t", _objective(), _batches, tmp_path / "flat", dataclasses.replace(cfg, final_lr_factor=1.0),
                    progress=False)
     assert flat.scheduler.lr_lambdas[0](cfg.steps) == 1.0        # default: constant after warm-up
+
+
+def test_a_decay_tail_holds_the_lr_then_decays_over_its_last_steps_and_extends_a_finished_run(tmp_path):
+    cfg = dataclasses.replace(CFG, steps=6, warmup_steps=2, ema_decay=0.0, ckpt_every=6)
+    Trainer("t", _objective(), _batches, tmp_path, cfg, progress=False).run()   # a constant-LR run
+    longer = dataclasses.replace(cfg, steps=14, final_lr_factor=0.05, decay_steps=4)
+    trainer = Trainer("t", _objective(), _batches, tmp_path, longer, progress=False)
+    assert trainer.try_resume() and trainer.step == 6
+    lrs = {}
+    while trainer.step < longer.steps:
+        lrs[trainer.step] = trainer.optimizer.param_groups[0]["lr"]       # the LR this step trains with
+        trainer.train_step()
+    lrs[longer.steps] = trainer.scheduler.get_last_lr()[0]
+    assert all(lrs[s] == longer.lr for s in range(6, 11))                 # held until 4 steps before the end
+    assert all(lrs[s] > lrs[s + 1] for s in range(10, 14))                # then decays every step
+    assert abs(lrs[14] - 0.05 * longer.lr) < 1e-12                        # to lr * final_lr_factor
+    whole = Trainer("t", _objective(), _batches, tmp_path / "whole",
+                    dataclasses.replace(longer, decay_steps=0), progress=False)
+    assert whole.scheduler.lr_lambdas[0](6) < 1.0                         # without it: decays from warm-up on
