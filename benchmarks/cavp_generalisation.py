@@ -22,7 +22,6 @@ a cosine LR decay had a training loss of 0.66 against 2.21 held out (temporal co
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import sys
@@ -37,7 +36,7 @@ log = logging.getLogger("cavp_generalisation")
 
 def objective_for(state: Dict[str, torch.Tensor], preset, event_slots: int, event_flux_bands: int):
     """The CAVP stage's objective (video branch, mel encoder, event head if trained) with ``state``."""
-    from frieren.models.cavp import CAVPVideoEncoder, depth_of_state_dict
+    from frieren.models.cavp import CAVPVideoEncoder, with_depth_of
     from frieren.training.cavp_audio import MelAudioEncoder
     from frieren.training.objectives import AUX_BANDS, CAVPObjective
 
@@ -47,12 +46,7 @@ def objective_for(state: Dict[str, torch.Tensor], preset, event_slots: int, even
         raise SystemExit(f"the checkpoint's event head predicts {head.shape[0]} values, not --event-slots "
                          f"{event_slots} + {AUX_BANDS} bands + --event-flux-bands {event_flux_bands}: "
                          "pass the flags it was trained with")
-    cavp = preset.cavp
-    try:  # a CAVP trained with `--cavp-depth` has another number of blocks than the preset's
-        cavp = dataclasses.replace(cavp, depth=depth_of_state_dict(
-            {k[len("video."):]: v for k, v in state.items() if k.startswith("video.")}))
-    except ValueError:
-        pass  # load_state_dict below names what does not fit
+    cavp = with_depth_of(preset.cavp, state, prefix="video.video_encoder.")   # a `--cavp-depth` run's own depth
     obj = CAVPObjective(CAVPVideoEncoder(cavp),
                         MelAudioEncoder(preset.mel.n_mels, preset.cavp.embed_dim, g.latents_per_frame * g.mel_per_latent),
                         segments=8, event_weight=1.0 if head is not None else 0.0,

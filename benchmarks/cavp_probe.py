@@ -30,7 +30,6 @@ the frames of these multi-object scenes; the learned features do better, but not
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import pickle
@@ -95,16 +94,11 @@ def load_stage_state(checkpoint: str) -> Dict[str, torch.Tensor]:
 
 def cavp_encoder(checkpoint: str, preset, state: Optional[Dict[str, torch.Tensor]] = None):
     """The video branch of a CAVP stage checkpoint (``state``: its already loaded state dict), in eval mode."""
-    from frieren.models.cavp import CAVPVideoEncoder, depth_of_state_dict
+    from frieren.models.cavp import CAVPVideoEncoder, with_depth_of
 
     state = load_stage_state(checkpoint) if state is None else state
     video = {k[len("video."):]: v for k, v in state.items() if k.startswith("video.")}
-    cfg = preset.cavp
-    try:  # a CAVP trained with `--cavp-depth` has another number of blocks than the preset's
-        cfg = dataclasses.replace(cfg, depth=depth_of_state_dict(video))
-    except ValueError:
-        pass  # load_state_dict below names what does not fit
-    enc = CAVPVideoEncoder(cfg)
+    enc = CAVPVideoEncoder(with_depth_of(preset.cavp, video))   # a `--cavp-depth` run's own depth
     try:
         enc.load_state_dict(video)
     except RuntimeError as error:

@@ -38,6 +38,7 @@ Measured CPU cost (dev machine, 2 threads, inference_mode, random weights): full
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Dict, Iterable, Mapping, Optional, Tuple
 
@@ -87,6 +88,16 @@ def depth_of_state_dict(state_dict: Mapping[str, torch.Tensor], prefix: str = "v
                 blocks[int(stage) - 1] = max(blocks[int(stage) - 1], int(block) + 1)
     return depth_of_stage_blocks(tuple(blocks))
 
+
+
+def with_depth_of(cfg: CAVPConfig, state_dict: Mapping[str, torch.Tensor],
+                  prefix: str = "video_encoder.") -> CAVPConfig:
+    """``cfg`` with the depth the video branch in ``state_dict`` was trained at (``--cavp-depth``);
+    ``cfg`` unchanged when the keys hold no supported layout (loading them then names the misfit)."""
+    try:
+        return dataclasses.replace(cfg, depth=depth_of_state_dict(state_dict, prefix))
+    except ValueError:
+        return cfg
 
 def _triple(v) -> Tuple[int, int, int]:
     return tuple(v) if isinstance(v, (tuple, list)) else (v, v, v)
