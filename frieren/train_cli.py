@@ -171,6 +171,10 @@ def _hparams(p: argparse.ArgumentParser, stage: Optional[str]) -> None:
                    help="with --final-lr-factor < 1: hold the LR after warm-up and decay it over only the last "
                         "this many steps (0 = the decay spans the whole run after warm-up). A finished constant-LR "
                         "run resumed with more --steps gets a decay tail")
+    p.add_argument("--ema", type=float, default=d.ema if d else None,
+                   help="decay of the exponential moving average of the weights that the stage hands on "
+                        f"(0 = the last step's weights{f'; default {d.ema}' if d else ''}). Resuming a checkpoint "
+                        "trained without it starts the average from the resumed weights")
 
 
 def _reflow_data_args(p: argparse.ArgumentParser) -> None:
@@ -209,6 +213,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help=f"{stage}: cosine LR decay down to lr x this (1 = constant)")
         p.add_argument(f"--{stage}-decay-steps", type=int, default=d.decay_steps,
                        help=f"{stage}: decay only over the last this many steps (0 = all after warm-up)")
+        p.add_argument(f"--{stage}-ema", type=float, default=d.ema,
+                       help=f"{stage}: EMA decay of the weights handed on (0 = the last step's weights)")
     p.add_argument("--out", default="frieren/assets/default", help="bundle directory")
     p.add_argument("--side-by-side", action="store_true",
                    help="train the VAE and CAVP stages at the same time, CAVP in a second process with its "

@@ -43,7 +43,8 @@ def hp_from_args(stage: str, args) -> StageHParams:
                                batch_size=args.batch_size or d.batch_size, lr=args.lr or d.lr,
                                warmup=_or(args.warmup, d.warmup),
                                final_lr_factor=_or(getattr(args, "final_lr_factor", None), d.final_lr_factor),
-                               decay_steps=_or(getattr(args, "decay_steps", None), d.decay_steps))
+                               decay_steps=_or(getattr(args, "decay_steps", None), d.decay_steps),
+                               ema=_or(getattr(args, "ema", None), d.ema))
 
 
 def current_hparams(args) -> Dict[str, StageHParams]:
@@ -52,6 +53,7 @@ def current_hparams(args) -> Dict[str, StageHParams]:
         return {s: dataclasses.replace(
             d, steps=getattr(args, f"{s}_steps"), batch_size=getattr(args, f"{s}_batch_size"),
             final_lr_factor=_or(getattr(args, f"{s}_final_lr_factor", None), d.final_lr_factor),
-            decay_steps=_or(getattr(args, f"{s}_decay_steps", None), d.decay_steps))
+            decay_steps=_or(getattr(args, f"{s}_decay_steps", None), d.decay_steps),
+            ema=_or(getattr(args, f"{s}_ema", None), d.ema))
             for s, d in DEFAULTS.items()}
     return dict(DEFAULTS)

@@ -192,6 +192,12 @@ class Trainer:
         self.objective.load_state_dict(state["model"])
         if self.ema is not None and state.get("ema") is not None:
             self.ema.load_state_dict(state["ema"])
+        elif self.ema is not None:
+            # A checkpoint trained without EMA, resumed with it: the average starts from the
+            # resumed weights, not from the initial ones the shadow was built from.
+            self.ema = EMA(self.objective, self.cfg.ema_decay)
+            log.info("%s: the checkpoint has no EMA; the EMA starts from its step-%d weights",
+                     self.name, int(state["step"]))
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])

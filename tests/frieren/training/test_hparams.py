@@ -33,3 +33,12 @@ def test_decay_steps_reach_single_stage_and_default_commands():
     assert (hp.final_lr_factor, hp.decay_steps) == (0.02, 1500)
     hps = current_hparams(_parse("default", "--cavp-final-lr-factor", "0.02", "--cavp-decay-steps", "1500"))
     assert hps["cavp"].decay_steps == 1500 and hps["cfm"].decay_steps == DEFAULTS["cfm"].decay_steps
+
+
+def test_ema_reaches_single_stage_and_default_commands():
+    assert hp_from_args("cavp", _parse("cavp")).ema == DEFAULTS["cavp"].ema == 0.0
+    assert hp_from_args("cfm", _parse("cfm")).ema == DEFAULTS["cfm"].ema > 0
+    assert hp_from_args("cavp", _parse("cavp", "--ema", "0.999")).ema == 0.999
+    assert hp_from_args("cfm", _parse("cfm", "--ema", "0")).ema == 0.0            # 0 turns it off
+    hps = current_hparams(_parse("default", "--cavp-ema", "0.999"))
+    assert hps["cavp"].ema == 0.999 and hps["cfm"].ema == DEFAULTS["cfm"].ema

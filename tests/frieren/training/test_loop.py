@@ -102,3 +102,19 @@ def test_a_decay_tail_holds_the_lr_then_decays_over_its_last_steps_and_extends_a
     whole = Trainer("t", _objective(), _batches, tmp_path / "whole",
                     dataclasses.replace(longer, decay_steps=0), progress=False)
     assert whole.scheduler.lr_lambdas[0](6) < 1.0                         # without it: decays from warm-up on
+
+
+def test_resuming_a_run_without_ema_with_ema_starts_the_average_from_the_resumed_weights(tmp_path):
+    cfg = dataclasses.replace(CFG, steps=4, ema_decay=0.0, ckpt_every=4)
+    Trainer("t", _objective(), _batches, tmp_path, cfg, progress=False).run()    # no EMA in its checkpoint
+    with_ema = dataclasses.replace(cfg, steps=7, ema_decay=0.99)
+    trainer = Trainer("t", _objective(), _batches, tmp_path, with_ema, progress=False)
+    assert trainer.try_resume() and trainer.step == 4
+    live = {k: v.clone() for k, v in trainer.objective.state_dict().items()}
+    assert all(torch.equal(trainer.export_state()[k], live[k]) for k in live)   # not the initial weights
+    trainer.run(resume=False)
+    exported, now = load_final(tmp_path)["state"], trainer.objective.state_dict()
+    moved = [k for k in live if live[k].is_floating_point() and not torch.equal(live[k], now[k])]
+    assert moved
+    for k in moved:   # the average is neither the resumed nor the last weights
+        assert not torch.equal(exported[k], now[k]) and not torch.equal(exported[k], live[k])
