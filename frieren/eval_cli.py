@@ -41,11 +41,11 @@ def _steps(text: str) -> List[int]:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher", default=f"{DEFAULT_RUN}/bundle_cfm",
                    help=f"teacher (base CFM) bundle; skipped if missing (default {DEFAULT_RUN}/bundle_cfm, "
-                        "written by scripts/train_default.sh); '' to skip")
+                        "written by scripts/train_default.sh); '' or 'none' to skip")
     p.add_argument("--reflow", default=f"{DEFAULT_RUN}/bundle_reflow",
-                   help=f"reflow bundle; skipped if missing (default {DEFAULT_RUN}/bundle_reflow); '' to skip")
+                   help=f"reflow bundle; skipped if missing (default {DEFAULT_RUN}/bundle_reflow); '' or 'none' to skip")
     p.add_argument("--distilled", default=None,
-                   help="reflow+distill bundle (default: the shipped model); 'none' to skip")
+                   help="reflow+distill bundle (default: the shipped model); '' or 'none' to skip")
     p.add_argument("--teacher-steps", type=_steps, default=[1, 2, 4, 8, 25], help="default 1,2,4,8,25")
     p.add_argument("--reflow-steps", type=_steps, default=[1, 2, 4], help="default 1,2,4")
     p.add_argument("--distilled-steps", type=_steps, default=[1], help="default 1")
@@ -68,19 +68,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="eval_out", help="output folder (default eval_out)")
 
 
+def _skipped(bundle: Optional[str]) -> bool:
+    """'' and 'none' (any case) leave a model out, the same for --teacher, --reflow and --distilled."""
+    return bundle is not None and bundle.strip().lower() in ("", "none")
+
+
 def _models(args):
     from frieren.eval.table import ModelSpec
 
     specs = []
     for name, bundle, steps in (("teacher", args.teacher, args.teacher_steps),
                                 ("reflow", args.reflow, args.reflow_steps)):
-        if not bundle:
+        if _skipped(bundle):
             continue
         if not (Path(bundle) / "config.json").is_file():
             log.warning("%s bundle %s not found: skipped", name, bundle)
             continue
         specs.append(ModelSpec(name, bundle, args.steps or steps))
-    if (args.distilled or "").lower() != "none":
+    if not _skipped(args.distilled):
         specs.append(ModelSpec("reflow+distill", args.distilled, args.steps or args.distilled_steps))
     return specs
 

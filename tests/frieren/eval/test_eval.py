@@ -164,3 +164,26 @@ def test_eval_refuses_held_out_seeds_the_model_was_trained_on():
     with pytest.raises(ValueError, match="trained on"):
         main(["--teacher", "", "--reflow", "", "--clips", "1", "--classifier-clips", "1", "--no-plot",
               "--seed0", str(data["seed0"]), "--out", "/nonexistent/never-written"])
+
+
+def test_each_model_is_left_out_with_an_empty_name_or_none(tmp_path):
+    """`--distilled ''` was taken as the bundle '.' ("not a bundle") while `--teacher ''` skipped;
+    now '' and 'none' leave out any of the three models."""
+    import argparse
+
+    from frieren.eval_cli import _models, add_arguments
+
+    bundle = tmp_path / "b"
+    bundle.mkdir()
+    (bundle / "config.json").write_text("{}")
+    ap = argparse.ArgumentParser()
+    add_arguments(ap)
+
+    def names(*argv):
+        return [m.name for m in _models(ap.parse_args(list(argv)))]
+
+    for skip in ("", "none", "None"):
+        assert names("--teacher", str(bundle), "--reflow", skip, "--distilled", skip) == ["teacher"]
+        assert names("--teacher", skip, "--reflow", str(bundle), "--distilled", str(bundle)) == \
+            ["reflow", "reflow+distill"]
+    assert names("--teacher", "", "--reflow", "") == ["reflow+distill"]     # the shipped model by default
