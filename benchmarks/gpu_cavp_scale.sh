@@ -31,8 +31,9 @@
 #   gpu_cavp_log.txt   everything printed
 # Env: DEVICE (cuda), CLIPS (1200), WORKERS (15), BATCH (64), MAX_STEPS (100000), THREADS (6 per
 # variant), BUDGET_S (560: the whole script), VARIANTS ("recipe"), SUBFRAMES (4, the
-# shipped recipe's snapshots per visual frame; the runs of docs/eval/experiments/cavp_gpu_scale/
-# were VARIANTS="base material" SUBFRAMES=1), RUNS (runs/gpu_cavp),
+# shipped recipe's snapshots per visual frame; the first runs of docs/eval/experiments/cavp_gpu_scale/
+# were VARIANTS="base material" SUBFRAMES=1, its second run the defaults with BUDGET_S=590 THREADS=8:
+# 6821 steps in 427 s on an H200), RUNS (runs/gpu_cavp),
 # LAYOUT (auto | default | channels_last), FLIP (0) and SHIFT (0): --cavp-flip / --cavp-shift for
 # every variant (0.5 and 4 stopped the 300-clip CPU CAVP memorising its clips,
 # docs/eval/experiments/cavp_augmentation/), PYTHON (python3), SKIP_INSTALL=1 (no pip step: the
