@@ -192,6 +192,10 @@ class Trainer:
         self.objective.load_state_dict(state["model"])
         if self.ema is not None and state.get("ema") is not None:
             self.ema.load_state_dict(state["ema"])
+            if self.ema.decay != self.cfg.ema_decay:   # the command's decay wins over the checkpoint's
+                log.info("%s: EMA decay %g from now on (the checkpoint's was %g)", self.name,
+                         self.cfg.ema_decay, self.ema.decay)
+                self.ema.decay = self.cfg.ema_decay
         elif self.ema is not None:
             # A checkpoint trained without EMA, resumed with it: the average starts from the
             # resumed weights, not from the initial ones the shadow was built from.

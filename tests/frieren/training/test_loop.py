@@ -118,3 +118,11 @@ def test_resuming_a_run_without_ema_with_ema_starts_the_average_from_the_resumed
     assert moved
     for k in moved:   # the average is neither the resumed nor the last weights
         assert not torch.equal(exported[k], now[k]) and not torch.equal(exported[k], live[k])
+
+
+def test_a_resumed_run_averages_with_the_decay_it_is_given_now(tmp_path):
+    cfg = dataclasses.replace(CFG, steps=3, ema_decay=0.9, ckpt_every=3)
+    Trainer("t", _objective(), _batches, tmp_path, cfg, progress=False).run()
+    trainer = Trainer("t", _objective(), _batches, tmp_path, dataclasses.replace(cfg, steps=5, ema_decay=0.5),
+                      progress=False)
+    assert trainer.try_resume() and trainer.ema.updates == 3 and trainer.ema.decay == 0.5
