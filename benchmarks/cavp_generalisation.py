@@ -15,6 +15,9 @@ the CAVP memorises its training clips: more clips, not more steps, is then the l
 
     python benchmarks/cavp_generalisation.py runs/default_v9/cavp/final.pt --run-dir runs/default_v9
 
+Each checkpoint is a CAVP stage's ``final.pt`` or a copy of its ``ckpt.pt`` taken mid-run (the
+stage keeps no EMA, so that holds the weights of that step).
+
 Measured with it (2026-11-27, 24 + 24 clips): the 300-clip recipe's CAVP after 4000 steps with
 a cosine LR decay had a training loss of 0.66 against 2.21 held out (temporal contrast 0.17 vs
 1.02, event head 0.43 vs 0.64): see docs/eval/experiments/data_scale/.
@@ -31,7 +34,19 @@ from typing import Dict, List
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cavp_probe import load_stage_state  # noqa: E402  (reads final.pt and mid-run ckpt.pt alike)
+
 log = logging.getLogger("cavp_generalisation")
+
+
+def stage_state(checkpoint: str) -> Dict[str, torch.Tensor]:
+    """The whole state dict (video and audio branches, event head) of a CAVP stage's ``final.pt``
+    or of its resumable ``ckpt.pt`` copied mid-run."""
+    if Path(checkpoint).is_dir():
+        raise SystemExit(f"{checkpoint} is a model bundle, which keeps only the CAVP's video branch; this "
+                         "script evaluates the whole stage objective: pass the run's cavp/final.pt or cavp/ckpt.pt")
+    return load_stage_state(checkpoint)
 
 
 def objective_for(state: Dict[str, torch.Tensor], preset, event_slots: int, event_flux_bands: int):
@@ -117,7 +132,7 @@ def main(argv: List[str] = None) -> int:
         sets = {"train": windows(cached[:args.clips]), "held-out": windows(held)}
     results = []
     for ck in args.checkpoints:
-        state = torch.load(ck, map_location="cpu", weights_only=False)["state"]
+        state = stage_state(ck)
         obj = objective_for(state, preset, args.event_slots, args.event_flux_bands)
         r = {"checkpoint": ck, **{name: mean_losses(obj, w, args.batch_size) for name, w in sets.items()}}
         results.append(r)

@@ -26,6 +26,12 @@ def test_train_and_held_out_losses_of_a_trained_stage(tmp_path, benchmark_module
         assert {"loss", "semantic", "temporal", "event"} <= r[split].keys()
         assert all(math.isfinite(v) for v in r[split].values())
     assert r["train"] != r["held-out"]      # different clips, same windows and batch order
+    # the resumable ckpt.pt of the finished stage holds the same weights, so the same numbers
+    assert mod.main([str(run / "cavp" / "ckpt.pt"), *common]) == 0
+    assert json.loads(out.read_text())[0]["held-out"] == r["held-out"]
+    # a bundle keeps only the video branch: named, not misread
+    with pytest.raises(SystemExit, match="bundle"):
+        mod.main([str(tmp_path), *common])
     # an event head of another shape is named, not silently misread
     with pytest.raises(SystemExit, match="event head"):
         mod.main([str(run / "cavp" / "final.pt"), *common, "--event-slots", "1"])
