@@ -15,8 +15,9 @@ the CAVP memorises its training clips: more clips, not more steps, is then the l
 
     python benchmarks/cavp_generalisation.py runs/default_v9/cavp/final.pt --run-dir runs/default_v9
 
-Each checkpoint is a CAVP stage's ``final.pt`` or a copy of its ``ckpt.pt`` taken mid-run (the
-stage keeps no EMA, so that holds the weights of that step).
+Each checkpoint is a CAVP stage's ``final.pt`` or a copy of its ``ckpt.pt`` taken mid-run. A
+``ckpt.pt`` holds that step's live weights only for a stage trained without ``--cavp-ema``; one
+with an EMA is refused with a message (score its ``final.pt``).
 
 Measured with it (2026-11-27, 24 + 24 clips): the 300-clip recipe's CAVP after 4000 steps with
 a cosine LR decay had a training loss of 0.66 against 2.21 held out (temporal contrast 0.17 vs
