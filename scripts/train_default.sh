@@ -9,27 +9,18 @@
 # bundle. All seeds are fixed and a rerun with the same thread count gives bit-identical weights
 # (also with --side-by-side: each stage seeds itself); an interrupted run resumes (finished stages
 # are skipped).
-# The shipped model (v9) was made on 2026-11-29, 1 thread per process, by this script's command,
-# each stage's output taken from the run that first trained it with these settings (the stages
-# seed themselves, and a stage's output depends only on its own flags and the stages before it):
-# the VAE from the v7 run (`runs/default_v7`; v7's VAE came out bit-identical to v6's), the CAVP
-# from the v8 run (`RUN_DIR=runs/v29 ... --cavp-channels-last --cavp-onset-weight 2
-# --cavp-onset-log`), and the CFM onwards from `RUN_DIR=runs/v33 OUT=runs/v33_bundle bash
-# scripts/train_default.sh --no-progress --cfm-onset-weight 12` (the script as it stood at commit
-# 930316e, with v8's flags in it). Stage times (the bundles' provenance holds them and the
-# losses): rendering the clips 3.1 min (v7's run), VAE 22.2 min (it trains beside the CAVP), CAVP
-# 46.6 min beside a second CAVP run on the other core (0.35 s per step; v7's default layout took
-# 0.39 s alone), latents 0.7, CFM 7.5, pairs 2.1, reflow 3.4, distill 2.7 min (a rerun of this
-# script, unchanged and without flags, on those VAE and CAVP outputs, `RUN_DIR=runs/v34`, a test
-# run sharing the cores for its CFM's first minutes; it reproduced the shipped weights
-# bit-identically, having recomputed the latents; v33's own stages took 10.4, 2.4, 3.3, 2.6 beside another run): about 66
-# min from nothing. Run from nothing in one go on 2026-11-29 (`RUN_DIR=runs/fresh_v9
-# OUT=runs/fresh_v9_bundle bash scripts/train_default.sh --no-progress`, an empty run dir, a test run
-# beside it in minutes 4-9 and single-core experiments from minute 16 on): 63.5 min, and all three bundles (distilled,
-# cfm, reflow) bit-identical to the shipped ones; clips 1.6 min, VAE 16.1, CAVP 45.4 (beside the
-# VAE for its first 16 min), latents 0.7, CFM 7.1, pairs 2.5, reflow 3.4, distill 2.7. (v7 took 78 min from nothing with the first 20 shared with other work, about
-# 65-70 alone; v6, one snapshot per frame, 49 min alone; the v5 recipe 30 min on 2026-11-28's
-# machine; earlier sessions' slower machines took 65-76 min for the v4 recipe.)
+# The shipped model (v10) was made on 2026-12-04, 1 thread per process, by this script's command
+# with the VAE stage adopted from v9's bundle (`RUN_DIR=runs/aug_s0 OUT=runs/aug_s0_bundle bash
+# scripts/train_default.sh --no-progress --vae-from frieren/assets/default`, the script as it stands
+# but for --cavp-flip 0.5 --cavp-shift 4 given on the command line). v9's VAE is this script's VAE
+# stage (v7's run trained it with these settings; the flags after it do not touch it), so only the
+# VAE's training time was skipped. Stage times, all beside a second run of the same recipe (`--seed
+# 1`) on the other core: rendering the clips 4.8 min, CAVP 64.7 min (0.485 s per step), latents
+# 1.0, CFM 12.5, pairs 3.5, reflow 6.2, distill 5.0 min: 98 min with every stage sharing the two
+# cores. From nothing the VAE trains beside the CAVP instead (v9's run from nothing on 2026-11-29,
+# same stages without augmentation, which costs 2-3 % of a CAVP step: 63.5 min on that day's CPU;
+# clips 1.6, VAE 16.1, CAVP 45.4 beside the VAE, latents 0.7, CFM 7.1, pairs 2.5, reflow 3.4,
+# distill 2.7). v9's own provenance: docs/eval/previous_model_v9/table.md and this file's history.
 #
 #   bash scripts/train_default.sh                 # -> frieren/assets/default (+ $RUN_DIR/bundle_cfm, bundle_reflow)
 #   .venv/bin/frieren eval --clips 64 --classifier-clips 80 --out docs/eval    # the Table-2 style table
@@ -84,12 +75,17 @@
 #   recall 0.75, teacher audio 0.67). Distilled (1-thread evals, v8 -> v9): F1 +-45 0.625 -> 0.630,
 #   +-125 0.715 -> 0.725, material 0.630 -> 0.657, FD 3.95 -> 3.43, mel L1 0.337 -> 0.332; onset
 #   recall 0.613 -> 0.639, of the quietest impacts 0.36 -> 0.44. Weight 4 gave about half of it.
-# Distilled 1-step model, v2 -> v3 -> v4 -> v5 -> v6 -> v7 -> v8 -> v9 (`frieren eval`, 64 held-out
-# clips, full tables): onset F1 +-125 ms 0.631 -> 0.656 -> 0.678 -> 0.676 -> 0.700 -> 0.700 -> 0.715 ->
-# 0.725, +-45 ms 0.498 -> 0.526 -> 0.560 -> 0.540 -> 0.574 -> 0.591 -> 0.620 -> 0.627, material accuracy
-# 0.351 -> 0.374 -> 0.378 -> 0.516 -> 0.556 -> 0.640 -> 0.632 -> 0.657, FD (log-mel) 7.4 -> 4.2 -> 3.8 ->
-# 4.6 -> 3.1 -> 4.1 -> 4.0 -> 3.4, mel L1 0.388 -> 0.334 -> 0.315 -> 0.356 -> 0.353 -> 0.338 -> 0.337 ->
-# 0.332.
+# * --cavp-flip 0.5 --cavp-shift 4 (v10): each CAVP training window mirrored left-right with
+#   probability 0.5 and shifted by -4..4 pixels (a mirrored or shifted picture sounds the same), so
+#   the CAVP memorises its 600 clips less. Distilled (1-thread evals, v9 -> v10): F1 +-45 0.627 ->
+#   0.661, +-125 0.725 -> 0.746, material 0.657 -> 0.688, FD (log-mel) 3.43 -> 2.75, mel L1 0.332 ->
+#   0.308; with --seed 1 0.649, 0.729, 0.700, 2.56, 0.308. docs/eval/experiments/recipe_augmentation/.
+# Distilled 1-step model, v2 -> v3 -> v4 -> v5 -> v6 -> v7 -> v8 -> v9 -> v10 (`frieren eval`, 64
+# held-out clips, full tables; v10's from a 1-thread eval): onset F1 +-125 ms 0.631 -> 0.656 -> 0.678 ->
+# 0.676 -> 0.700 -> 0.700 -> 0.715 -> 0.725 -> 0.746, +-45 ms 0.498 -> 0.526 -> 0.560 -> 0.540 -> 0.574 ->
+# 0.591 -> 0.620 -> 0.627 -> 0.661, material accuracy 0.351 -> 0.374 -> 0.378 -> 0.516 -> 0.556 -> 0.640
+# -> 0.632 -> 0.657 -> 0.688, FD (log-mel) 7.4 -> 4.2 -> 3.8 -> 4.6 -> 3.1 -> 4.1 -> 4.0 -> 3.4 -> 2.75,
+# mel L1 0.388 -> 0.334 -> 0.315 -> 0.356 -> 0.353 -> 0.338 -> 0.337 -> 0.332 -> 0.308.
 #
 # --max-minutes is only a safety net (no stage came near it in the shipped run; a stage that
 # hit it would stop early and give other weights).
@@ -100,7 +96,7 @@
 # last bits, as float reductions are ordered differently).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUN_DIR=${RUN_DIR:-runs/default_v9}
+RUN_DIR=${RUN_DIR:-runs/default_v10}
 OUT=${OUT:-frieren/assets/default}
 CLIPS=600   # synthetic seeds 1000..1599
 THREADS=${FRIEREN_TRAIN_THREADS:-1}
@@ -113,6 +109,7 @@ export FRIEREN_TRAIN_SCRIPT=scripts/train_default.sh
     --vae-steps 12000 --vae-batch-size 16 \
     --cavp-steps 8000 --cavp-batch-size 16 --cavp-event-weight 1.0 --cavp-event-slots 4 --cavp-event-flux-bands 20 \
     --cavp-onset-weight 2 --cavp-onset-log --cavp-material-weight 1.0 --cavp-channels-last \
+    --cavp-flip 0.5 --cavp-shift 4 \
     --cfm-steps 4000 --cfm-batch-size 32 --cfm-onset-weight 12 \
     --reflow-pairs 1536 --teacher-steps 25 --cfg-scale 4.5 \
     --reflow-steps 1000 --reflow-batch-size 32 \
