@@ -17,7 +17,9 @@
 # VAE's training time was skipped. Stage times, all beside a second run of the same recipe (`--seed
 # 1`) on the other core: rendering the clips 4.8 min, CAVP 64.7 min (0.485 s per step), latents
 # 1.0, CFM 12.5, pairs 3.5, reflow 6.2, distill 5.0 min: 98 min with every stage sharing the two
-# cores. From nothing the VAE trains beside the CAVP instead (v9's run from nothing on 2026-11-29,
+# cores. This script, unchanged, rerun on that run's clips, VAE and CAVP (hard links in
+# runs/default_v10) reproduced the shipped weights and the cfm and reflow bundles bit-identically
+# (CFM 14.0, pairs 2.9, reflow 6.0, distill 5.0 min alone). From nothing the VAE trains beside the CAVP instead (v9's run from nothing on 2026-11-29,
 # same stages without augmentation, which costs 2-3 % of a CAVP step: 63.5 min on that day's CPU;
 # clips 1.6, VAE 16.1, CAVP 45.4 beside the VAE, latents 0.7, CFM 7.1, pairs 2.5, reflow 3.4,
 # distill 2.7). v9's own provenance: docs/eval/previous_model_v9/table.md and this file's history.
