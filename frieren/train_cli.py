@@ -83,6 +83,14 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--synthetic", type=int, default=400, metavar="N",
                    help="render N synthetic clips in memory (default 400; ignored with --data-dir)")
     p.add_argument("--synthetic-seed", type=int, default=0, help="seed of the first synthetic clip")
+    p.add_argument("--flow-clips", type=int, default=0, metavar="N",
+                   help="render N more synthetic clips for the flow stages (latents, CFM, reflow pairs): the "
+                        "CFM then learns from CAVP features of scenes the CAVP never trained on, as at inference, "
+                        "not from its sharper features of its own training clips (default 0: the CAVP's clips); "
+                        "cached in <run-dir>/cache_flow")
+    p.add_argument("--flow-synthetic-seed", type=int, metavar="S",
+                   help="seed of the first --flow-clips clip (default: --synthetic-seed + --synthetic, the "
+                        "seeds right after the CAVP's)")
     p.add_argument("--clip-seconds", type=float, default=8.0, help="synthetic clip length")
     p.add_argument("--data-dir", help="folder of videos with audio (or a synthetic dataset folder)")
     p.add_argument("--csv", help="VGGSound-style manifest (id, start, label, split) inside --data-dir")
@@ -298,7 +306,7 @@ def run(args: argparse.Namespace) -> int:
             log.info("stage %s done in %.1f s", name, timings[name])
             return out
 
-        timed("data", lambda: r.windows())
+        timed("data", lambda: (r.windows(), r.windows("flow")))
         if args.side_by_side and not r.ctx.distributed:
             timed("vae+cavp", lambda: _vae_and_cavp_side_by_side(r, hps))
         else:

@@ -294,20 +294,25 @@ def _synthetic_seeds(data: Optional[Dict[str, object]]) -> Optional[range]:
     return range(int(data["seed0"]), int(data["seed0"]) + int(data["clips"]))
 
 
+def _trained_seed_ranges(data: Optional[Dict[str, object]]) -> List[range]:
+    """The synthetic seeds a bundle trained on: its CAVP's clips and, when the flow stages had clips
+    of their own (``frieren train --flow-clips``), those (provenance ``data.flow``)."""
+    parts = [data, (data or {}).get("flow")]
+    return [r for r in (_synthetic_seeds(d) if isinstance(d, dict) else None for d in parts) if r is not None]
+
+
 def check_held_out(training: Dict[str, Optional[Dict[str, object]]], seeds: Sequence[int],
                    classifier_seeds: Sequence[int]) -> None:
     """Raise ValueError if a held-out or classifier seed is one a model was trained on."""
     for name, data in training.items():
-        trained = _synthetic_seeds(data)
-        if trained is None:
-            continue
-        for what, used in (("held-out", seeds), ("material-classifier", classifier_seeds)):
-            clash = [s for s in used if s in trained]
-            if clash:
-                raise ValueError(
-                    f"{what} seed {clash[0]} is one model {name!r} was trained on (its bundle's provenance: "
-                    f"synthetic seeds {trained.start}..{trained.stop - 1}); pass --seed0 so that seeds "
-                    f"seed0.. and seed0+{CLASSIFIER_SEED_OFFSET}.. lie outside that range")
+        for trained in _trained_seed_ranges(data):
+            for what, used in (("held-out", seeds), ("material-classifier", classifier_seeds)):
+                clash = [s for s in used if s in trained]
+                if clash:
+                    raise ValueError(
+                        f"{what} seed {clash[0]} is one model {name!r} was trained on (its bundle's provenance: "
+                        f"synthetic seeds {trained.start}..{trained.stop - 1}); pass --seed0 so that seeds "
+                        f"seed0.. and seed0+{CLASSIFIER_SEED_OFFSET}.. lie outside that range")
 
 
 def describe_training(bundles: Dict[str, Dict[str, object]]) -> str:
@@ -315,9 +320,11 @@ def describe_training(bundles: Dict[str, Dict[str, object]]) -> str:
     phrases = []
     for b in bundles.values():
         data = b.get("training_data")
-        trained = _synthetic_seeds(data)
-        if trained is not None:
-            phrase = f"seeds {trained.start}–{trained.stop - 1}"
+        ranges = _trained_seed_ranges(data)
+        if ranges:
+            phrase = f"seeds {ranges[0].start}–{ranges[0].stop - 1}"
+            if len(ranges) > 1:
+                phrase += f" (CAVP, VAE) and {ranges[1].start}–{ranges[1].stop - 1} (flow stages)"
         elif data:
             phrase = f"{data.get('clips', '?')} {data.get('kind', 'other')} clips"
         else:

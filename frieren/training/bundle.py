@@ -61,7 +61,7 @@ def provenance_record(run: Run, results: dict) -> dict:
     return {
         "trained_by": "frieren.train_cli", "command": cmd, "script": os.environ.get("FRIEREN_TRAIN_SCRIPT"), "args": {k: v for k, v in vars(run.args).items()
                                                                      if isinstance(v, (int, float, str, bool, type(None)))},
-        "data": run.source_description(), "seed": run.args.seed, "stages": results,
+        "data": run.data_record(), "seed": run.args.seed, "stages": results,
         "hparams": {k: dataclasses.asdict(v) for k, v in current_hparams(run.args).items()},
         "torch": torch.__version__, "python": platform.python_version(),
         "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

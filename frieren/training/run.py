@@ -36,14 +36,30 @@ class Run:
         if cavp:
             self.preset = dataclasses.replace(self.preset, cavp=dataclasses.replace(self.preset.cavp, **cavp))
         self.progress = not args.no_progress
-        self._clips = None
-        self._windows = None
+        self._clips = {}
+        self._windows = {}
         self._latents = None
+        check_flow_clips(args)
 
     # -- data ---------------------------------------------------------------------------
-    def source_description(self) -> dict:
+    @property
+    def separate_flow_clips(self) -> bool:
+        """True when the flow stages train on clips of their own (``--flow-clips N``), not the CAVP's."""
+        return getattr(self.args, "flow_clips", 0) > 0
+
+    def flow_seed0(self) -> int:
         a = self.args
-        if a.data_dir:
+        given = getattr(a, "flow_synthetic_seed", None)
+        return a.synthetic_seed + a.synthetic if given is None else given
+
+    def source_description(self, part: str = "cavp") -> dict:
+        """The data that ``part`` trains on: "cavp" (also the VAE) or "flow" (latents, CFM, reflow
+        pairs; the CAVP's clips unless ``--flow-clips``)."""
+        a = self.args
+        if part == "flow" and self.separate_flow_clips:
+            desc = {"kind": "synthetic", "clips": a.flow_clips, "seed0": self.flow_seed0(),
+                    "clip_seconds": a.clip_seconds, "preset": self.preset.name}
+        elif a.data_dir:
             desc = {"kind": "folder", "data_dir": str(Path(a.data_dir).resolve()), "csv": a.csv,
                     "csv_split": a.csv_split, "preset": self.preset.name}
         else:
@@ -53,16 +69,30 @@ class Run:
             desc["subframes"] = self.preset.geometry.subframes
         return desc
 
-    def clips(self):
-        if self._clips is None:
+    def data_record(self) -> dict:
+        """What a bundle's provenance says it trained on: the CAVP's (and VAE's) data, with the flow
+        stages' own clips under ``flow`` when they had them."""
+        record = self.source_description()
+        if self.separate_flow_clips:
+            record["flow"] = self.source_description("flow")
+        return record
+
+    def cache_dir(self, part: str = "cavp") -> Path:
+        """``<run-dir>/cache`` (the CAVP's clips), or ``cache_flow`` for the flow stages' own clips."""
+        return self.dir / ("cache_flow" if part == "flow" and self.separate_flow_clips else "cache")
+
+    def clips(self, part: str = "cavp"):
+        """The clips ``part`` ("cavp" or "flow") trains on, from its clip cache (built on first use)."""
+        key = self.cache_dir(part).name
+        if key not in self._clips:
             from frieren.training.data import (build_clip_cache, csv_source, folder_source,
                                                load_clip_cache, synthetic_source, write_json_atomic)
             from frieren.training.ddp import barrier
             a = self.args
-            cache = self.dir / "cache"
+            cache = self.cache_dir(part)
             cache.mkdir(parents=True, exist_ok=True)
             meta = cache / "source.json"
-            desc = self.source_description()
+            desc = self.source_description(part)
             built = json.loads(meta.read_text()) if meta.is_file() else desc
             if built != desc:
                 if {k: v for k, v in built.items() if k != "subframes"} == \
@@ -75,31 +105,33 @@ class Run:
             if self.ctx.is_main and not meta.is_file():
                 # rank 0 alone writes, atomically: another rank reading it mid-write saw "" (CI flake)
                 write_json_atomic(meta, desc)
-            if a.data_dir:
+            if desc["kind"] != "synthetic":
                 items = (csv_source(a.data_dir, a.csv, self.preset, a.csv_split) if a.csv
                          else folder_source(a.data_dir, self.preset))
             else:
                 from frieren.synth import SceneConfig
                 scene = SceneConfig(duration_s=a.clip_seconds, sample_rate=self.preset.geometry.sample_rate)
-                items = synthetic_source(a.synthetic, a.synthetic_seed, self.preset, scene)
+                items = synthetic_source(desc["clips"], desc["seed0"], self.preset, scene)
             if self.ctx.is_main:
                 paths = build_clip_cache(items, cache, self.preset, progress=self.progress,
                                          workers=max(1, getattr(a, "data_workers", 1)))
             barrier(self.ctx)
             if not self.ctx.is_main:
                 paths = build_clip_cache(items, cache, self.preset, progress=False)
-            self._clips = load_clip_cache(paths)
-        return self._clips
+            self._clips[key] = load_clip_cache(paths)
+        return self._clips[key]
 
-    def windows(self):
-        if self._windows is None:
+    def windows(self, part: str = "cavp"):
+        """The training windows of ``part``'s clips (see :meth:`clips`)."""
+        key = self.cache_dir(part).name
+        if key not in self._windows:
             from frieren.training.data import WindowData, window_index
             g = self.preset.geometry
-            clips = self.clips()
-            self._windows = WindowData(clips, window_index(clips, g.frames_per_window, self.args.window_stride),
-                                       g.frames_per_window, g.latents_per_frame * g.mel_per_latent)
-            log.info("%d clips, %d training windows", len(clips), len(self._windows.windows))
-        return self._windows
+            clips = self.clips(part)
+            self._windows[key] = WindowData(clips, window_index(clips, g.frames_per_window, self.args.window_stride),
+                                            g.frames_per_window, g.latents_per_frame * g.mel_per_latent)
+            log.info("%s: %d clips, %d training windows", key, len(clips), len(self._windows[key].windows))
+        return self._windows[key]
 
     # -- stage outputs ------------------------------------------------------------------
     def _recorded_size(self, args: argparse.Namespace, part: str, fields) -> dict:
@@ -153,13 +185,14 @@ class Run:
             vae, scale = self.trained_vae()
             cavp = self.trained_cavp()
             fp = state_fingerprint(vae.state_dict(), cavp.state_dict()) + f"-{scale:.6g}"
-            w = self.windows()
+            w = self.windows("flow")
+            cache = self.cache_dir("flow")
             if self.ctx.is_main:
-                build_latent_cache(w.clips, w.windows, cavp, vae, self.preset, self.dir / "cache", scale, fp,
+                build_latent_cache(w.clips, w.windows, cavp, vae, self.preset, cache, scale, fp,
                                    progress=self.progress)
             from frieren.training.ddp import barrier
             barrier(self.ctx)
-            self._latents = build_latent_cache(w.clips, w.windows, cavp, vae, self.preset, self.dir / "cache",
+            self._latents = build_latent_cache(w.clips, w.windows, cavp, vae, self.preset, cache,
                                                scale, fp, progress=False)
         return self._latents
 
@@ -185,6 +218,27 @@ class Run:
                            decay_steps=hp.decay_steps, seed=a.seed + STAGES.index(stage) * 101,
                            ckpt_every=max(50, min(500, hp.steps // 5)), log_every=10,
                            max_seconds=a.max_minutes * 60 if a.max_minutes else None)
+
+
+def check_flow_clips(args: argparse.Namespace) -> None:
+    """Refuse ``--flow-clips`` settings that cannot mean what they say (SystemExit naming the fix)."""
+    n = getattr(args, "flow_clips", 0)
+    if n < 0:
+        raise SystemExit(f"--flow-clips must be 0 (the flow stages use the CAVP's clips) or more, got {n}")
+    if n == 0:
+        if getattr(args, "flow_synthetic_seed", None) is not None:
+            raise SystemExit("--flow-synthetic-seed needs --flow-clips N (how many clips to render from it)")
+        return
+    if args.data_dir:
+        raise SystemExit("--flow-clips renders extra synthetic clips; with --data-dir the flow stages train on "
+                         "the folder's clips (drop --flow-clips)")
+    seed0 = args.synthetic_seed + args.synthetic if getattr(args, "flow_synthetic_seed", None) is None \
+        else args.flow_synthetic_seed
+    cavp_seeds = range(args.synthetic_seed, args.synthetic_seed + args.synthetic)
+    if seed0 < cavp_seeds.stop and cavp_seeds.start < seed0 + n:
+        raise SystemExit(f"--flow-clips seeds {seed0}..{seed0 + n - 1} overlap the CAVP's clips "
+                         f"({cavp_seeds.start}..{cavp_seeds.stop - 1}); the point is clips the CAVP never saw: "
+                         f"pick another --flow-synthetic-seed")
 
 
 def sub_state(state: dict, prefix: str) -> dict:

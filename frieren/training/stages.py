@@ -172,8 +172,8 @@ def stage_cavp(run: Run, hp: StageHParams) -> dict:
 
 def _onset_windows(run: Run, lat):
     """The clip cache's windows, whose ground-truth mels an onset weight is computed from; they
-    must be the windows the latent cache indexes."""
-    w = run.windows()
+    must be the windows the latent cache indexes (the flow stages' clips)."""
+    w = run.windows("flow")
     if not torch.equal(w.windows, lat.windows):
         raise RuntimeError("the latent cache's windows differ from the clip cache's; delete the run's cache/latents")
     return w

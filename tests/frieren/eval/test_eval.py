@@ -158,6 +158,13 @@ def test_eval_refuses_held_out_seeds_the_model_was_trained_on():
     assert describe_training({"a": {"training_data": trained["teacher"]}, "b": {"training_data": None},
                               "c": {"training_data": {"kind": "folder", "clips": 7}}}) == \
         "training used seeds 100–109; unknown data (no provenance); 7 folder clips"
+    flow = {"teacher": {"kind": "synthetic", "clips": 10, "seed0": 100,      # --flow-clips: 2 seed ranges
+                        "flow": {"kind": "synthetic", "clips": 5, "seed0": 200}}}
+    check_held_out(flow, range(110, 120), range(50110, 50120))
+    with pytest.raises(ValueError, match="held-out seed 203 .*200..204"):
+        check_held_out(flow, range(203, 206), range(50110, 50120))
+    assert describe_training({"a": {"training_data": flow["teacher"]}}) == \
+        "training used seeds 100–109 (CAVP, VAE) and 200–204 (flow stages)"
     if not default_bundle_available():
         pytest.skip("shipped default bundle missing")
     data = json.loads((DEFAULT_BUNDLE / "config.json").read_text())["provenance"]["data"]
