@@ -47,23 +47,17 @@ class Run:
         """True when the flow stages train on clips of their own (``--flow-clips N``), not the CAVP's."""
         return getattr(self.args, "flow_clips", 0) > 0
 
-    def flow_seed0(self) -> int:
-        a = self.args
-        given = getattr(a, "flow_synthetic_seed", None)
-        return a.synthetic_seed + a.synthetic if given is None else given
-
     def source_description(self, part: str = "cavp") -> dict:
         """The data that ``part`` trains on: "cavp" (also the VAE) or "flow" (latents, CFM, reflow
         pairs; the CAVP's clips unless ``--flow-clips``)."""
         a = self.args
-        if part == "flow" and self.separate_flow_clips:
-            desc = {"kind": "synthetic", "clips": a.flow_clips, "seed0": self.flow_seed0(),
-                    "clip_seconds": a.clip_seconds, "preset": self.preset.name}
-        elif a.data_dir:
+        flow_own = part == "flow" and self.separate_flow_clips
+        if a.data_dir and not flow_own:
             desc = {"kind": "folder", "data_dir": str(Path(a.data_dir).resolve()), "csv": a.csv,
                     "csv_split": a.csv_split, "preset": self.preset.name}
         else:
-            desc = {"kind": "synthetic", "clips": a.synthetic, "seed0": a.synthetic_seed,
+            clips, seed0 = (a.flow_clips, flow_seed0(a)) if flow_own else (a.synthetic, a.synthetic_seed)
+            desc = {"kind": "synthetic", "clips": clips, "seed0": seed0,
                     "clip_seconds": a.clip_seconds, "preset": self.preset.name}
         if self.preset.geometry.subframes > 1:  # the cached frames stack that many snapshots
             desc["subframes"] = self.preset.geometry.subframes
@@ -220,6 +214,12 @@ class Run:
                            max_seconds=a.max_minutes * 60 if a.max_minutes else None)
 
 
+def flow_seed0(args: argparse.Namespace) -> int:
+    """The first seed of the ``--flow-clips`` clips: ``--flow-synthetic-seed``, else right after the CAVP's."""
+    given = getattr(args, "flow_synthetic_seed", None)
+    return args.synthetic_seed + args.synthetic if given is None else given
+
+
 def check_flow_clips(args: argparse.Namespace) -> None:
     """Refuse ``--flow-clips`` settings that cannot mean what they say (SystemExit naming the fix)."""
     n = getattr(args, "flow_clips", 0)
@@ -232,8 +232,7 @@ def check_flow_clips(args: argparse.Namespace) -> None:
     if args.data_dir:
         raise SystemExit("--flow-clips renders extra synthetic clips; with --data-dir the flow stages train on "
                          "the folder's clips (drop --flow-clips)")
-    seed0 = args.synthetic_seed + args.synthetic if getattr(args, "flow_synthetic_seed", None) is None \
-        else args.flow_synthetic_seed
+    seed0 = flow_seed0(args)
     cavp_seeds = range(args.synthetic_seed, args.synthetic_seed + args.synthetic)
     if seed0 < cavp_seeds.stop and cavp_seeds.start < seed0 + n:
         raise SystemExit(f"--flow-clips seeds {seed0}..{seed0 + n - 1} overlap the CAVP's clips "

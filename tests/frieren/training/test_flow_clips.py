@@ -9,24 +9,14 @@ import torch
 from frieren import train_cli
 
 
-def _default_args(run_dir, bundle, *extra):
-    args = ["default", "--run-dir", str(run_dir), "--out", str(bundle), "--synthetic", "2",
-            "--synthetic-seed", "7", "--clip-seconds", "3", "--threads", "1", "--no-progress",
-            "--window-stride", "4", "--vae-steps", "2", "--cavp-steps", "2", "--cfm-steps", "2",
-            "--reflow-steps", "1", "--distill-steps", "1", "--reflow-pairs", "2", "--teacher-steps", "2"]
-    for s in ("vae", "cavp", "cfm", "reflow", "distill"):
-        args += [f"--{s}-batch-size", "2"]
-    return args + list(extra)
-
-
 def _state(path):
     return torch.load(path, map_location="cpu", weights_only=False)["state"]
 
 
-def test_flow_stages_train_on_their_own_clips_and_the_bundle_records_both(tmp_path):
+def test_flow_stages_train_on_their_own_clips_and_the_bundle_records_both(tmp_path, tiny_recipe_args):
     same, own = tmp_path / "same", tmp_path / "own"
-    assert train_cli.main(_default_args(same, tmp_path / "b_same")) == 0
-    assert train_cli.main(_default_args(own, tmp_path / "b_own", "--flow-clips", "2")) == 0
+    assert train_cli.main(tiny_recipe_args(same, tmp_path / "b_same")) == 0
+    assert train_cli.main(tiny_recipe_args(own, tmp_path / "b_own", "--flow-clips", "2")) == 0
 
     source = json.loads((own / "cache_flow" / "source.json").read_text())
     assert (source["kind"], source["clips"], source["seed0"]) == ("synthetic", 2, 9)  # right after 7..8
@@ -49,12 +39,12 @@ def test_flow_stages_train_on_their_own_clips_and_the_bundle_records_both(tmp_pa
     (["--flow-clips", "-1"], "must be 0"),
     (["--flow-synthetic-seed", "100"], "needs --flow-clips"),
 ])
-def test_flow_clip_settings_that_cannot_work_are_refused(tmp_path, extra, message):
+def test_flow_clip_settings_that_cannot_work_are_refused(tmp_path, extra, message, tiny_recipe_args):
     with pytest.raises(SystemExit, match=message):
-        train_cli.main(_default_args(tmp_path / "run", tmp_path / "b", *extra))
+        train_cli.main(tiny_recipe_args(tmp_path / "run", tmp_path / "b", *extra))
 
 
-def test_flow_clips_are_refused_for_a_folder_of_videos(tmp_path):
+def test_flow_clips_are_refused_for_a_folder_of_videos(tmp_path, tiny_recipe_args):
     with pytest.raises(SystemExit, match="--data-dir"):
-        train_cli.main(_default_args(tmp_path / "run", tmp_path / "b", "--data-dir", str(tmp_path),
+        train_cli.main(tiny_recipe_args(tmp_path / "run", tmp_path / "b", "--data-dir", str(tmp_path),
                                      "--flow-clips", "2"))

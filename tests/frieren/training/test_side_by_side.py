@@ -8,32 +8,21 @@ import torch
 from frieren import train_cli
 
 
-def _default_args(run_dir, bundle, *extra):
-    args = ["default", "--run-dir", str(run_dir), "--out", str(bundle), "--synthetic", "2",
-            "--synthetic-seed", "7", "--clip-seconds", "3", "--threads", "1", "--no-progress",
-            "--window-stride", "4", "--vae-steps", "3", "--cavp-steps", "3", "--cfm-steps", "2",
-            "--reflow-steps", "1", "--distill-steps", "1", "--reflow-pairs", "2", "--teacher-steps", "2",
-            "--cavp-event-weight", "1.0", "--cavp-event-slots", "4"]
-    for s in ("vae", "cavp", "cfm", "reflow", "distill"):
-        args += [f"--{s}-batch-size", "2"]
-    return args + list(extra)
-
-
 def _state(path):
     return torch.load(path, map_location="cpu", weights_only=False)["state"]
 
 
-def test_side_by_side_gives_the_sequential_weights(tmp_path):
+def test_side_by_side_gives_the_sequential_weights(tmp_path, tiny_recipe_args):
     seq, par = tmp_path / "seq", tmp_path / "par"
-    assert train_cli.main(_default_args(seq, tmp_path / "b_seq")) == 0
-    assert train_cli.main(_default_args(par, tmp_path / "b_par", "--side-by-side")) == 0
+    assert train_cli.main(tiny_recipe_args(seq, tmp_path / "b_seq")) == 0
+    assert train_cli.main(tiny_recipe_args(par, tmp_path / "b_par", "--side-by-side")) == 0
     for stage in ("vae", "cavp", "distill"):
         a, b = _state(seq / stage / "final.pt"), _state(par / stage / "final.pt")
         assert a.keys() == b.keys()
         for k in a:
             assert torch.equal(a[k], b[k]), f"{stage}: {k} differs"
     # a rerun finds both stages finished and trains nothing
-    assert train_cli.main(_default_args(par, tmp_path / "b_par", "--side-by-side")) == 0
+    assert train_cli.main(tiny_recipe_args(par, tmp_path / "b_par", "--side-by-side")) == 0
     assert (par / "cavp" / "log.jsonl").read_text().count("\n") == (seq / "cavp" / "log.jsonl").read_text().count("\n")
 
 
@@ -47,7 +36,7 @@ def _running(pid: int) -> bool:
         return False
 
 
-def test_the_cavp_process_stops_when_the_training_process_is_killed(tmp_path):
+def test_the_cavp_process_stops_when_the_training_process_is_killed(tmp_path, tiny_recipe_args):
     """SIGKILL gives the parent no chance to stop its child: the child notices and exits."""
     import os
     import re
@@ -56,7 +45,7 @@ def test_the_cavp_process_stops_when_the_training_process_is_killed(tmp_path):
     import sys
     import time
 
-    args = _default_args(tmp_path / "run", tmp_path / "bundle", "--side-by-side",
+    args = tiny_recipe_args(tmp_path / "run", tmp_path / "bundle", "--side-by-side",
                          "--vae-steps", "100000", "--cavp-steps", "100000")
     proc = subprocess.Popen([sys.executable, "-m", "frieren.train_cli", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
@@ -87,7 +76,7 @@ def test_the_cavp_process_stops_when_the_training_process_is_killed(tmp_path):
                 pass
 
 
-def test_channels_last_cavp_runs_the_whole_recipe_into_a_loadable_bundle(tmp_path):
+def test_channels_last_cavp_runs_the_whole_recipe_into_a_loadable_bundle(tmp_path, tiny_recipe_args):
     """--cavp-channels-last: the CAVP trains in another memory layout; the stages after it and
     the bundle (contiguous weights on disk) take it as they take the default layout."""
     import json
@@ -95,7 +84,7 @@ def test_channels_last_cavp_runs_the_whole_recipe_into_a_loadable_bundle(tmp_pat
     from frieren.checkpoints import load_bundle
 
     bundle = tmp_path / "bundle"
-    assert train_cli.main(_default_args(tmp_path / "run", bundle, "--cavp-channels-last")) == 0
+    assert train_cli.main(tiny_recipe_args(tmp_path / "run", bundle, "--cavp-channels-last")) == 0
     trained = _state(tmp_path / "run" / "cavp" / "final.pt")
     conv = trained["video.video_encoder.conv1.conv.weight"]
     assert conv.is_contiguous(memory_format=torch.channels_last_3d) and not conv.is_contiguous()
@@ -106,7 +95,7 @@ def test_channels_last_cavp_runs_the_whole_recipe_into_a_loadable_bundle(tmp_pat
     assert json.loads((bundle / "config.json").read_text())["provenance"]["args"]["cavp_channels_last"] is True
 
 
-def test_onset_weights_and_network_sizes_run_the_whole_recipe(tmp_path):
+def test_onset_weights_and_network_sizes_run_the_whole_recipe(tmp_path, tiny_recipe_args):
     """--cavp-onset-weight/--cavp-onset-log (the shipped recipe's), the flow stages' onset weights,
     --estimator-hidden/--estimator-depth and --cavp-depth reach their stages and the bundle, which loads."""
     from frieren.checkpoints import load_bundle
@@ -115,7 +104,7 @@ def test_onset_weights_and_network_sizes_run_the_whole_recipe(tmp_path):
     import math
 
     bundle = tmp_path / "bundle"
-    assert train_cli.main(_default_args(tmp_path / "run", bundle, "--cavp-onset-weight", "2", "--cavp-onset-log",
+    assert train_cli.main(tiny_recipe_args(tmp_path / "run", bundle, "--cavp-onset-weight", "2", "--cavp-onset-log",
                                         "--cfm-onset-weight", "4", "--reflow-onset-weight", "4",
                                         "--distill-onset-weight", "8", "--estimator-hidden", "32",
                                         "--estimator-depth", "1", "--cavp-depth", "14")) == 0
