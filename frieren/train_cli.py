@@ -161,6 +161,21 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cavp-shift", type=int, default=0,
                    help="CAVP stage: shift each training window by a random -N..N pixels along each axis (all its "
                         "frames alike, edge pixels repeated); 0 = off")
+    p.add_argument("--cavp-zoom", type=float, default=0.0,
+                   help="CAVP stage: zoom each training window about its centre by a factor between 1/(1+Z) and "
+                        "1+Z (all its frames alike); 0 = off")
+    p.add_argument("--cavp-brightness", type=float, default=0.0,
+                   help="CAVP stage: add a random brightness offset in [-B, B] (of the 0..1 range) to each training "
+                        "window; 0 = off")
+    p.add_argument("--cavp-contrast", type=float, default=0.0,
+                   help="CAVP stage: scale each training window's contrast about its mean by a factor in "
+                        "[1-C, 1+C]; 0 = off")
+    p.add_argument("--cavp-color", type=float, default=0.0,
+                   help="CAVP stage: multiply each colour channel of a training window by a gain in [1-G, 1+G] "
+                        "(keep it small: the materials differ by colour); 0 = off")
+    p.add_argument("--cavp-noise", type=float, default=0.0,
+                   help="CAVP stage: add Gaussian pixel noise of this standard deviation (0..1 range) to every "
+                        "training frame; 0 = off")
     p.add_argument("--cavp-channels-last", action="store_true",
                    help="CAVP stage: train the video branch in channels-last memory layout (same maths; "
                         "1.38-1.47x faster per step on a 2-core CPU, benchmarks/cavp_step_speed.py; results "

@@ -153,7 +153,8 @@ def stage_cavp(run: Run, hp: StageHParams) -> dict:
     if getattr(run.args, "cavp_channels_last", False):
         # Same maths, another memory layout: mkldnn's channels-last 3-D convolutions.
         obj.video.to(memory_format=torch.channels_last_3d)
-    augment = FrameAugment(flip=getattr(run.args, "cavp_flip", 0.0), shift=getattr(run.args, "cavp_shift", 0))
+    augment = FrameAugment(**{name: getattr(run.args, f"cavp_{name}", 0)
+                              for name in ("flip", "shift", "zoom", "brightness", "contrast", "color", "noise")})
     b = run.ctx.shard(hp.batch_size)
     n = len(w.windows)
 
