@@ -1,5 +1,6 @@
-"""CAVP frame augmentation (--cavp-flip, --cavp-shift): what it does to a window, and that the
-CAVP stage really trains on the augmented frames."""
+"""CAVP frame augmentation (--cavp-flip, --cavp-shift, --cavp-zoom, --cavp-brightness,
+--cavp-contrast, --cavp-color, --cavp-noise): what it does to a window, and that the CAVP stage
+really trains on the augmented frames."""
 from __future__ import annotations
 
 import pytest
@@ -55,7 +56,10 @@ def test_same_generator_state_gives_the_same_windows_and_flips_about_half():
     assert 60 < n < 140
 
 
-@pytest.mark.parametrize("kwargs, match", [({"flip": 1.5}, "flip probability"), ({"shift": -1}, "shift"),])
+@pytest.mark.parametrize("kwargs, match", [({"flip": 1.5}, "flip probability"), ({"shift": -1}, "shift"),
+                                           ({"zoom": 1.0}, "zoom"), ({"brightness": -0.1}, "brightness"),
+                                           ({"contrast": 1.0}, "contrast"), ({"color": 2.0}, "color"),
+                                           ({"noise": -0.01}, "noise")])
 def test_bad_settings_are_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):
         FrameAugment(**kwargs)
@@ -64,6 +68,67 @@ def test_bad_settings_are_refused(kwargs, match):
 def test_shift_as_large_as_the_frame_is_refused():
     with pytest.raises(ValueError, match="not smaller"):
         FrameAugment(shift=8)(_frames(s=8), _gen())
+
+
+def test_zoom_keeps_the_centre_and_the_order_of_rows_and_columns():
+    """A zoom about the centre: every output row (column) is an input row (column), in order,
+    the centre of an odd-sized frame stays where it is, and most windows change."""
+    x = _frames(b=24, f=2, s=15)
+    y = FrameAugment(flip=0.0, shift=0, zoom=0.3)(x, _gen(2))
+    assert y.dtype == x.dtype and y.shape == x.shape
+    changed = 0
+    for i in range(x.shape[0]):
+        rows = [next(r for r in range(15) if torch.equal(y[i][..., o, :][..., 7], x[i][..., r, :][..., 7]))
+                for o in range(15)]
+        assert rows == sorted(rows) and rows[7] == 7, rows
+        cols = [next(c for c in range(15) if torch.equal(y[i][..., 7, o], x[i][..., 7, c])) for o in range(15)]
+        assert cols == sorted(cols) and cols[7] == 7, cols
+        changed += not torch.equal(y[i], x[i])
+    assert changed > 12
+
+
+def _mid_frames(b=40, f=2, k=2, s=6):
+    """uint8 frames between 80 and 175, so that the light parts used here never clip."""
+    g = torch.Generator().manual_seed(4)
+    return torch.randint(80, 176, (b, f, 3 * k, s, s), generator=g, dtype=torch.uint8)
+
+
+def test_brightness_adds_one_offset_per_window_within_the_range():
+    x = _mid_frames()
+    y = FrameAugment(flip=0.0, brightness=0.2)(x, _gen(1))
+    assert y.dtype == torch.float32
+    diff = y - x.float() / 255.0
+    per_window = diff.flatten(1)
+    assert torch.allclose(per_window, per_window[:, :1].expand_as(per_window), atol=1e-5)
+    offsets = per_window[:, 0]
+    assert offsets.abs().max() <= 0.2 + 1e-6 and offsets.std() > 0.05
+
+
+def test_contrast_keeps_each_windows_mean_and_colour_gain_is_one_factor_per_colour():
+    x = _mid_frames()
+    xf = x.float() / 255.0
+    y = FrameAugment(flip=0.0, contrast=0.3)(x, _gen(1))
+    assert torch.allclose(y.mean(dim=(1, 2, 3, 4)), xf.mean(dim=(1, 2, 3, 4)), atol=1e-5)
+    assert not torch.allclose(y, xf, atol=1e-3)
+    y = FrameAugment(flip=0.0, color=0.1)(x, _gen(1))
+    ratio = (y / xf).mean(dim=(1, 3, 4))                 # (B, 3K)
+    assert torch.allclose(ratio[:, :3], ratio[:, 3:], atol=1e-5), "snapshots of one window share the gains"
+    assert ((ratio - 1).abs() <= 0.1 + 1e-5).all() and (ratio - 1).abs().max() > 0.05
+
+
+def test_noise_has_the_asked_spread_and_the_off_parts_draw_nothing():
+    x = _mid_frames(b=8, s=16)
+    y = FrameAugment(flip=0.0, noise=0.03)(x, _gen(1))
+    assert abs(float((y - x.float() / 255.0).std()) - 0.03) < 0.003
+    g1, g2 = _gen(6), _gen(6)
+    a = FrameAugment(flip=0.5, shift=2)(x, g1)
+    b = FrameAugment(flip=0.5, shift=2, zoom=0.0, brightness=0.0, contrast=0.0, color=0.0, noise=0.0)(x, g2)
+    assert torch.equal(a, b) and torch.equal(g1.get_state(), g2.get_state())
+
+
+def test_colour_gain_needs_rgb_channels():
+    with pytest.raises(ValueError, match="multiple of 3"):
+        FrameAugment(color=0.1)(torch.zeros(1, 1, 4, 4, 4, dtype=torch.uint8), _gen())
 
 
 def _cavp_args(run_dir, *extra):
@@ -91,3 +156,16 @@ def test_the_cavp_stage_trains_on_the_mirrored_frames(tmp_path):
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert any(not torch.equal(a[k], c[k]) for k in a), "mirroring changed nothing: the flag is not applied"
+
+
+def test_the_cavp_stage_trains_on_zoomed_and_relit_frames(tmp_path):
+    """The zoom and light flags reach the stage: its weights differ from training without them."""
+    import shutil
+
+    plain, relit = tmp_path / "plain", tmp_path / "relit"
+    assert train_cli.main(_cavp_args(plain)) == 0
+    shutil.copytree(plain / "cache", relit / "cache")
+    assert train_cli.main(_cavp_args(relit, "--cavp-zoom", "0.2", "--cavp-brightness", "0.2", "--cavp-contrast",
+                                     "0.2", "--cavp-color", "0.05", "--cavp-noise", "0.02")) == 0
+    a, b = (torch.load(d / "cavp" / "final.pt", map_location="cpu", weights_only=False)["state"] for d in (plain, relit))
+    assert any(not torch.equal(a[k], b[k]) for k in a), "the zoom and light flags changed nothing"
