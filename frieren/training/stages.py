@@ -155,6 +155,8 @@ def stage_cavp(run: Run, hp: StageHParams) -> dict:
         obj.video.to(memory_format=torch.channels_last_3d)
     augment = FrameAugment(**{name: getattr(run.args, f"cavp_{name}", 0)
                               for name in ("flip", "shift", "zoom", "brightness", "contrast", "color", "noise")})
+    if augment.active:
+        log.info("CAVP training windows augmented: %s", augment)
     b = run.ctx.shard(hp.batch_size)
     n = len(w.windows)
 
