@@ -30,7 +30,7 @@ class FrameAugment:
       frame).
 
     The geometry parts draw ``3 * B`` numbers from the generator whenever any of them is on
-    (``3 * B`` more for the zoom); each light or sensor part draws only when it is on, so a
+    (``B`` more for the zoom); each light or sensor part draws only when it is on, so a
     configuration without them gives exactly the frames of one that never knew them.
     """
     flip: float = 0.5

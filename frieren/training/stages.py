@@ -153,8 +153,8 @@ def stage_cavp(run: Run, hp: StageHParams) -> dict:
     if getattr(run.args, "cavp_channels_last", False):
         # Same maths, another memory layout: mkldnn's channels-last 3-D convolutions.
         obj.video.to(memory_format=torch.channels_last_3d)
-    augment = FrameAugment(**{name: getattr(run.args, f"cavp_{name}", 0)
-                              for name in ("flip", "shift", "zoom", "brightness", "contrast", "color", "noise")})
+    # Every FrameAugment field has its --cavp-<field> flag; a run without one leaves it off.
+    augment = FrameAugment(**{f.name: getattr(run.args, f"cavp_{f.name}", 0) for f in dataclasses.fields(FrameAugment)})
     if augment.active:
         log.info("CAVP training windows augmented: %s", augment)
     b = run.ctx.shard(hp.batch_size)
