@@ -155,6 +155,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cavp-material-offset", type=int, default=0, metavar="FRAMES",
                    help="CAVP material head: ask the feature this many frames after the impact's frame "
                         "(1 = the frame that shows the object where it struck; 0 = the impact's own frame)")
+    p.add_argument("--cavp-presence-weight", type=float, default=0.0,
+                   help="CAVP stage, synthetic data only: weight of a binary cross-entropy that says, from each "
+                        "frame's video feature, whether an impact starts in its period (the synthetic world's "
+                        "ground truth, every impact alike however quiet); 0 = off")
     p.add_argument("--cavp-flip", type=float, default=0.0,
                    help="CAVP stage: probability of mirroring each training window left-right (all its frames; "
                         "the audio is unchanged); 0 = off")

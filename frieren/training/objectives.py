@@ -148,7 +148,7 @@ class CAVPObjective(nn.Module):
     batch: (frames (B, F, 3K, S, S) float in [0, 1] or uint8 in [0, 255] (converted here, on the
     batch's device, exactly as ``WindowData.frames`` would on the host), mel (B, n_mels,
     F * mel_per_frame)[, struck material per frame int64 (B, F), -1 = none: only for the
-    material head]).
+    material and presence heads]).
 
     Optional auxiliary terms (heads used in training only, never part of the video branch):
     ``event_weight`` (per-frame audio-event regression), ``impact_weight`` (contrast of the
@@ -156,7 +156,9 @@ class CAVPObjective(nn.Module):
     of what starts), ``material_weight`` (cross-entropy of the struck material at impact
     frames, from the synthetic world's ground truth; a departure from Diff-Foley's purely
     self-supervised CAVP, available for synthetic data only; ``material_offset`` > 0 asks it of
-    the feature that many frames after the impact's frame). ``event_offset`` > 0 asks the event
+    the feature that many frames after the impact's frame), ``presence_weight`` (binary
+    cross-entropy: does an impact start in each frame's period, from the same ground truth, every
+    impact alike however quiet; synthetic data only). ``event_offset`` > 0 asks the event
     head for each period's audio of the feature that many frames later (frame t + 1's snapshots
     span period t).
     """
@@ -167,7 +169,8 @@ class CAVPObjective(nn.Module):
                  event_flux_bands: int = 0, impact_weight: float = 0.0, impact_frames: int = 0,
                  timbre_weight: float = 0.0, timbre_bands: int = 20,
                  material_weight: float = 0.0, materials: int = 0, material_offset: int = 0,
-                 onset_weight: float = 0.0, onset_log: bool = False, event_offset: int = 0) -> None:
+                 onset_weight: float = 0.0, onset_log: bool = False, event_offset: int = 0,
+                 presence_weight: float = 0.0) -> None:
         super().__init__()
         self.video = video
         self.audio = audio
@@ -215,6 +218,13 @@ class CAVPObjective(nn.Module):
         if material_offset < 0:
             raise ValueError(f"material_offset counts frames after the impact's frame; got {material_offset}")
         self.material_offset = material_offset
+        # Presence head (synthetic data only): does an impact start in this frame's period? The
+        # audio-derived onset targets of the event head are small for a quiet impact and blurred
+        # where other sounds mask it; this label is the world's own, one for every impact.
+        if presence_weight < 0:
+            raise ValueError(f"presence_weight must be >= 0, got {presence_weight}")
+        self.presence_weight = presence_weight
+        self.presence_head = nn.Linear(video.cfg.embed_dim, 1) if presence_weight > 0 else None
 
     def train(self, mode: bool = True) -> "CAVPObjective":
         super().train(mode)
@@ -289,9 +299,20 @@ class CAVPObjective(nn.Module):
             tim = (w[..., None] * (self.timbre_head(v) - shape).pow(2)).mean()
             out["loss"] = out["loss"] + self.timbre_weight * tim
             out["timbre"] = tim.detach()
+        if (self.material_head is not None or self.presence_head is not None) and len(batch) < 3:
+            raise ValueError("the material and presence heads need per-frame material labels (B, F) as the "
+                             "batch's third item")
+        if self.presence_head is not None:
+            hit = (batch[2] >= 0).to(v.dtype)                                 # (B, F)
+            logit = self.presence_head(v).squeeze(-1)                         # (B, F)
+            pres = F.binary_cross_entropy_with_logits(logit, hit)
+            out["loss"] = out["loss"] + self.presence_weight * pres
+            out["presence"] = pres.detach()
+            with torch.no_grad():
+                said = logit > 0
+                out["presence_recall"] = (said & hit.bool()).sum() / hit.sum().clamp_min(1)
+                out["presence_precision"] = (said & hit.bool()).sum() / said.sum().clamp_min(1)
         if self.material_head is not None:
-            if len(batch) < 3:
-                raise ValueError("the material head needs per-frame material labels (B, F) as the batch's third item")
             label = batch[2]                                                  # (B, F), -1 = no impact
             if self.material_offset:
                 # Frame t + offset names the material of an impact in period t: at a low visual

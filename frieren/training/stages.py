@@ -132,8 +132,11 @@ def stage_cavp(run: Run, hp: StageHParams) -> dict:
         return done
     w = run.windows()
     material_weight = getattr(run.args, "cavp_material_weight", 0.0)
-    if material_weight > 0 and not w.has_frame_material():
-        raise SystemExit("--cavp-material-weight needs per-frame material labels, which only synthetic clips "
+    presence_weight = getattr(run.args, "cavp_presence_weight", 0.0)
+    labelled = material_weight > 0 or presence_weight > 0
+    if labelled and not w.has_frame_material():
+        raise SystemExit("--cavp-material-weight and --cavp-presence-weight need per-frame material labels, "
+                         "which only synthetic clips "
                          f"carry (and only caches built since they were added): train on --synthetic data, "
                          f"or delete {run.dir / 'cache' / 'clips'} to rebuild the clip cache")
     torch.manual_seed(run.args.seed + 2)
@@ -149,7 +152,8 @@ def stage_cavp(run: Run, hp: StageHParams) -> dict:
                         material_offset=getattr(run.args, "cavp_material_offset", 0),
                         onset_weight=getattr(run.args, "cavp_onset_weight", 0.0),
                         onset_log=getattr(run.args, "cavp_onset_log", False),
-                        event_offset=getattr(run.args, "cavp_event_offset", 0))
+                        event_offset=getattr(run.args, "cavp_event_offset", 0),
+                        presence_weight=presence_weight)
     if getattr(run.args, "cavp_channels_last", False):
         # Same maths, another memory layout: mkldnn's channels-last 3-D convolutions.
         obj.video.to(memory_format=torch.channels_last_3d)
@@ -167,7 +171,7 @@ def stage_cavp(run: Run, hp: StageHParams) -> dict:
         frames = w.frames_uint8(idx)
         if augment.active:
             frames = augment(frames, gen)
-        if material_weight > 0:
+        if labelled:
             return frames, w.mel(idx), w.frame_material(idx)
         return frames, w.mel(idx)
     return _train(run, "cavp", obj, batches, hp)

@@ -231,6 +231,38 @@ def test_cavp_material_head_learns_labelled_frames_and_needs_labels():
         CAVPObjective(CAVPVideoEncoder(cfg), MelAudioEncoder(80, cfg.embed_dim, 8, width=32), material_weight=1.0)
 
 
+def test_cavp_presence_head_is_a_bce_on_impact_frames_and_learns_them():
+    """Every labelled frame (material >= 0) is a positive however quiet its sound; the term is the
+    mean binary cross-entropy over all frames, its head stays out of the video branch."""
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(TINY.cavp, image_size=32)
+    obj = CAVPObjective(CAVPVideoEncoder(cfg), MelAudioEncoder(80, cfg.embed_dim, 8, width=32), segments=4,
+                        presence_weight=2.0)
+    g = torch.Generator().manual_seed(0)
+    label = torch.full((3, 8), -1, dtype=torch.long)
+    label[0, 2], label[1, 5], label[2, 1] = 0, 2, 1                    # three impact frames
+    batch = (torch.rand(3, 8, 3, 32, 32, generator=g), torch.randn(3, 80, 64, generator=g), label)
+    obj.eval()
+    with torch.no_grad():
+        out = obj(batch)
+        logit = obj.presence_head(obj.video(batch[0], normalize=True)).squeeze(-1)
+        want = torch.nn.functional.binary_cross_entropy_with_logits(logit, (label >= 0).float())
+        without = CAVPObjective(obj.video, obj.audio, segments=4)
+        without.logit_scale = obj.logit_scale
+        base = without(batch[:2])["loss"]
+    assert torch.allclose(out["presence"], want)
+    assert torch.allclose(out["loss"], base + 2.0 * want)
+    assert {"presence_recall", "presence_precision"} <= set(out)
+    obj.train()
+    before, after = _fit(obj, batch, 15, 2e-3)
+    assert after < before, (before, after)
+    assert not any(k.startswith("presence_head") for k in obj.video.state_dict())
+    with pytest.raises(ValueError, match="material labels"):
+        obj(batch[:2])
+    with pytest.raises(ValueError, match="presence_weight"):
+        CAVPObjective(CAVPVideoEncoder(cfg), MelAudioEncoder(80, cfg.embed_dim, 8, width=32), presence_weight=-1.0)
+
+
 def test_cavp_material_offset_asks_the_frame_after_the_impact():
     torch.manual_seed(0)
     cfg = dataclasses.replace(TINY.cavp, image_size=32)
