@@ -169,3 +169,21 @@ def test_the_cavp_stage_trains_on_zoomed_and_relit_frames(tmp_path):
                                      "0.2", "--cavp-color", "0.05", "--cavp-noise", "0.02")) == 0
     a, b = (torch.load(d / "cavp" / "final.pt", map_location="cpu", weights_only=False)["state"] for d in (plain, relit))
     assert any(not torch.equal(a[k], b[k]) for k in a), "the zoom and light flags changed nothing"
+
+
+def test_the_cavp_stage_trains_a_presence_head_on_the_synthetic_labels(tmp_path):
+    """--cavp-presence-weight reaches the stage: its loss is logged, its head is trained and kept
+    in the checkpoint (for resuming), and the video branch's weights differ from training without it."""
+    import json
+    import shutil
+
+    plain, presence = tmp_path / "plain", tmp_path / "presence"
+    assert train_cli.main(_cavp_args(plain)) == 0
+    shutil.copytree(plain / "cache", presence / "cache")
+    assert train_cli.main(_cavp_args(presence, "--cavp-presence-weight", "1.0")) == 0
+    logged = json.loads((presence / "cavp" / "log.jsonl").read_text().splitlines()[-1])
+    assert {"presence", "presence_recall", "presence_precision"} <= set(logged), logged
+    a, b = (torch.load(d / "cavp" / "final.pt", map_location="cpu", weights_only=False)["state"]
+            for d in (plain, presence))
+    assert {"presence_head.weight", "presence_head.bias"} <= set(b) and not any("presence" in k for k in a)
+    assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith("video.")), "the presence flag changed nothing"

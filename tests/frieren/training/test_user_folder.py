@@ -113,6 +113,10 @@ def test_user_folder_end_to_end(video_folder, tmp_path):
         train_cli.main(["cavp", "--run-dir", str(tmp_path / "run_material"), "--data-dir", str(video_folder),
                         "--threads", "1", "--no-progress", "--steps", "1", "--batch-size", "2",
                         "--cavp-material-weight", "1.0"])
+    with pytest.raises(SystemExit, match="material labels"):
+        train_cli.main(["cavp", "--run-dir", str(tmp_path / "run_presence"), "--data-dir", str(video_folder),
+                        "--threads", "1", "--no-progress", "--steps", "1", "--batch-size", "2",
+                        "--cavp-presence-weight", "1.0"])
 
 
 def test_user_folder_with_stacked_snapshots(video_folder, tmp_path):
