@@ -15,6 +15,8 @@ on the first ``--train-clips`` clips, scored on the rest:
 * event head (checkpoints trained with ``--cavp-event-weight``): the onset F1 at +-45 and
   +-125 ms of the CAVP's own per-slot onset prediction, peak-picked, with no flow model:
   how well the video features alone place audible onsets (:func:`event_head_sync`).
+* presence head (checkpoints trained with ``--cavp-presence-weight``): the same for its
+  per-frame logit "an impact starts in this frame", onsets at the frame's centre.
 
 ``--raw-baseline`` adds the same probes on raw pixels (each frame and its difference to the
 previous one, average-pooled to 8x8): what a linear read-out of the input itself reaches.
@@ -134,17 +136,27 @@ def _peaks(series: np.ndarray, threshold: float) -> np.ndarray:
     return np.flatnonzero((series > threshold) & (series >= left) & (series > right))
 
 
-def event_head_series(checkpoint: str, preset, clips, slots: int) -> Optional[List[np.ndarray]]:
+HEADS = ("event", "presence")
+
+
+def event_head_series(checkpoint: str, preset, clips, slots: int, head: str = "event") -> Optional[List[np.ndarray]]:
     """Per clip, the CAVP event head's onset strength of every 1/slots of a visual frame,
     (N * slots,) in its standardised target units; None when the checkpoint has no event head
     (trained without ``--cavp-event-weight``). A head trained with ``--cavp-event-offset O``
     reads period t from frame t + O: its series is moved O frames earlier, and the last O
-    frames' periods, which no frame of the clip covers, get the series' minimum."""
+    frames' periods, which no frame of the clip covers, get the series' minimum.
+    ``head="presence"``: the presence head's logit per frame instead (N,), (``--cavp-presence-weight``;
+    ``slots`` is then ignored), None without one."""
+    if head not in HEADS:
+        raise ValueError(f"unknown head {head!r}; choose one of {HEADS}")
     state = load_stage_state(checkpoint)
-    if "event_head.weight" not in state:
+    if f"{head}_head.weight" not in state:
         return None
-    weight, bias = state["event_head.weight"][:slots], state["event_head.bias"][:slots]
-    offset = int(state["event_offset_frames"]) if "event_offset_frames" in state else 0
+    if head == "presence":
+        weight, bias, offset, slots = state["presence_head.weight"], state["presence_head.bias"], 0, 1
+    else:
+        weight, bias = state["event_head.weight"][:slots], state["event_head.bias"][:slots]
+        offset = int(state["event_offset_frames"]) if "event_offset_frames" in state else 0
     enc = cavp_encoder(checkpoint, preset, state)
     with torch.no_grad():
         series = [(enc(c.frames[None], normalize=True)[0] @ weight.T + bias).reshape(-1).numpy() for c in clips]
@@ -158,16 +170,19 @@ def shift_series(x: np.ndarray, n: int) -> np.ndarray:
     return np.concatenate([x[n:], np.full(min(n, len(x)), x.min(), dtype=x.dtype)])
 
 
-def event_head_onsets(checkpoint: str, preset, clips, slots: int, tune_clips: int):
+def event_head_onsets(checkpoint: str, preset, clips, slots: int, tune_clips: int, head: str = "event"):
     """The CAVP event head read as an onset detector, without any flow model: local maxima of
     its series above a threshold become onsets at their slot's centre; the threshold maximises
     F1 +-125 ms on the first ``tune_clips`` clips, against the same merged events and matching
-    as ``frieren eval``. -> (threshold, detected sample indices per clip), or None without a head."""
+    as ``frieren eval``. -> (threshold, detected sample indices per clip), or None without a head.
+    ``head="presence"`` reads the presence head's logits (one slot per frame) the same way."""
     from frieren.eval.sync import match, merge_close_events
 
-    series = event_head_series(checkpoint, preset, clips, slots)
+    series = event_head_series(checkpoint, preset, clips, slots, head)
     if series is None:
         return None
+    if head == "presence":
+        slots = 1
     sr = preset.geometry.sample_rate
     slot_len = preset.geometry.samples_per_frame // slots
     events = [merge_close_events(c.onsets, sr) for c in clips]
@@ -181,22 +196,24 @@ def event_head_onsets(checkpoint: str, preset, clips, slots: int, tune_clips: in
         m, d, e = (sum(getattr(x, k) for x in scores) for k in ("matched", "detected", "events"))
         return 2 * m / (d + e) if d + e else 0.0
 
-    threshold = max(np.linspace(-1.0, 3.0, 41), key=f1)
+    grid = np.linspace(-4.0, 4.0, 41) if head == "presence" else np.linspace(-1.0, 3.0, 41)   # logits / std units
+    threshold = max(grid, key=f1)
     return float(threshold), detected(threshold)
 
 
-def event_head_sync(checkpoint: str, preset, clips, slots: int, tune_clips: int) -> Optional[Dict[str, float]]:
-    """Onset sync of the CAVP's own event head (:func:`event_head_onsets`), scored on the clips
-    after the first ``tune_clips``: how well the video features alone place audible onsets.
-    None when the checkpoint has no event head."""
+def event_head_sync(checkpoint: str, preset, clips, slots: int, tune_clips: int,
+                    head: str = "event") -> Optional[Dict[str, float]]:
+    """Onset sync of the CAVP's own event (or presence) head (:func:`event_head_onsets`), scored on
+    the clips after the first ``tune_clips``: how well the video features alone place audible
+    onsets. Keys ``<head>_head_...``; None when the checkpoint has no such head."""
     from frieren.eval.sync import TOLERANCES_MS, match, merge_close_events
 
-    found = event_head_onsets(checkpoint, preset, clips, slots, tune_clips)
+    found = event_head_onsets(checkpoint, preset, clips, slots, tune_clips, head)
     if found is None:
         return None
     threshold, detected = found
     sr = preset.geometry.sample_rate
-    out = {"event_head_threshold": threshold}
+    out = {f"{head}_head_threshold": threshold}
     for tol in TOLERANCES_MS:
         m = d = e = 0
         for i in range(tune_clips, len(clips)):
@@ -204,7 +221,7 @@ def event_head_sync(checkpoint: str, preset, clips, slots: int, tune_clips: int)
             m, d, e = m + s.matched, d + s.detected, e + s.events
         p, r = m / max(d, 1), m / max(e, 1)
         for k, v in {"precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0}.items():
-            out[f"event_head_{k}_{int(tol)}ms"] = v
+            out[f"{head}_head_{k}_{int(tol)}ms"] = v
     return out
 
 
@@ -305,13 +322,13 @@ def main(argv: List[str] = None) -> int:
         line = (f"{name}: material {r['material_acc']:.3f} (with the next frame's features "
                 f"{r['material_acc_with_next_frame']:.3f}; majority {r['material_majority']:.3f}, "
                 f"{r['test_impacts']} impacts), onset AUC {r['onset_auc']:.3f}")
-        if name in args.checkpoints:
-            sync = event_head_sync(name, preset, clips, args.event_slots, args.train_clips)
+        for head in HEADS if name in args.checkpoints else ():
+            sync = event_head_sync(name, preset, clips, args.event_slots, args.train_clips, head)
             if sync is not None:
                 r.update(sync)
-                line += (f", event head onset F1 +-45 {sync['event_head_f1_45ms']:.3f} "
-                         f"+-125 {sync['event_head_f1_125ms']:.3f} (P {sync['event_head_precision_125ms']:.3f}, "
-                         f"R {sync['event_head_recall_125ms']:.3f})")
+                line += (f", {head} head onset F1 +-45 {sync[f'{head}_head_f1_45ms']:.3f} "
+                         f"+-125 {sync[f'{head}_head_f1_125ms']:.3f} (P {sync[f'{head}_head_precision_125ms']:.3f}, "
+                         f"R {sync[f'{head}_head_recall_125ms']:.3f})")
         results.append(r)
         sys.stdout.write(line + "\n")
     if args.json:
