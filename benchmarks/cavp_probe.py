@@ -16,7 +16,8 @@ on the first ``--train-clips`` clips, scored on the rest:
   +-125 ms of the CAVP's own per-slot onset prediction, peak-picked, with no flow model:
   how well the video features alone place audible onsets (:func:`event_head_sync`).
 * presence head (checkpoints trained with ``--cavp-presence-weight``): the same for its
-  per-frame logit "an impact starts in this frame", onsets at the frame's centre.
+  per-frame logit "an impact starts in this frame", every frame above the threshold an onset at
+  the frame's centre.
 
 ``--raw-baseline`` adds the same probes on raw pixels (each frame and its difference to the
 previous one, average-pooled to 8x8): what a linear read-out of the input itself reaches.
@@ -175,7 +176,8 @@ def event_head_onsets(checkpoint: str, preset, clips, slots: int, tune_clips: in
     its series above a threshold become onsets at their slot's centre; the threshold maximises
     F1 +-125 ms on the first ``tune_clips`` clips, against the same merged events and matching
     as ``frieren eval``. -> (threshold, detected sample indices per clip), or None without a head.
-    ``head="presence"`` reads the presence head's logits (one slot per frame) the same way."""
+    ``head="presence"`` reads the presence head's logits (one slot per frame): every frame above
+    the threshold is an onset at its centre (no peak picking)."""
     from frieren.eval.sync import match, merge_close_events
 
     series = event_head_series(checkpoint, preset, clips, slots, head)
@@ -188,7 +190,10 @@ def event_head_onsets(checkpoint: str, preset, clips, slots: int, tune_clips: in
     events = [merge_close_events(c.onsets, sr) for c in clips]
 
     def detected(threshold: float) -> List[np.ndarray]:
-        return [_peaks(x, threshold) * slot_len + slot_len // 2 for x in series]
+        # The presence head says "an impact starts in this frame" of every such frame, and
+        # neighbouring frames often both hold one: each frame above the threshold is an onset.
+        pick = (lambda x: np.flatnonzero(x > threshold)) if head == "presence" else (lambda x: _peaks(x, threshold))
+        return [pick(x) * slot_len + slot_len // 2 for x in series]
 
     def f1(threshold: float) -> float:
         det = detected(threshold)

@@ -133,6 +133,20 @@ def test_the_presence_head_is_read_as_one_logit_per_frame(tmp_path, benchmark_mo
         mod.event_head_series(str(path), preset, clips, 4, head="material")
 
 
+def test_the_presence_head_marks_every_frame_above_its_threshold(monkeypatch, benchmark_module):
+    """Neighbouring impact frames are both onsets (no peak picking), the event head keeps its peaks."""
+    mod = benchmark_module("cavp_probe")
+    preset = get_preset("tiny")
+    n = preset.geometry.samples_per_frame
+    series = np.array([-5.0, 5.0, 5.0, -5.0, -5.0, -5.0, 5.0, -5.0])
+    monkeypatch.setattr(mod, "event_head_series", lambda *a, **k: [series])
+    clips = [SimpleNamespace(onsets=[n * 1 + n // 2, n * 2 + n // 2, n * 6 + n // 2])]
+    _, (found,) = mod.event_head_onsets("ck", preset, clips, 4, 1, head="presence")
+    assert found.tolist() == [n * 1 + n // 2, n * 2 + n // 2, n * 6 + n // 2]
+    _, (peaks,) = mod.event_head_onsets("ck", preset, clips, 1, 1)
+    assert len(peaks) == 2                                     # the plateau gives one peak
+
+
 def test_a_bundle_directory_gives_its_video_branch(tmp_path, benchmark_module):
     from frieren.bundles import DEFAULT_BUNDLE
     from frieren.checkpoints import WEIGHTS_FILE
