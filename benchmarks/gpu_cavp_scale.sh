@@ -30,7 +30,9 @@
 #      resume) and $OUT/cavp_<variant>_log.jsonl
 #   gpu_cavp_log.txt   everything printed
 # Env: DEVICE (cuda), CLIPS (1200), WORKERS (15), BATCH (64), MAX_STEPS (100000), THREADS (6 per
-# variant), BUDGET_S (560: the whole script), VARIANTS ("recipe"), SUBFRAMES (4, the
+# variant), BUDGET_S (560: the whole script), VARIANTS ("recipe"; also base, material, recipe_d26,
+# recipe_d14, and recipe_presence: the recipe + --cavp-presence-weight 1,
+# docs/eval/experiments/cavp_presence_head/), SUBFRAMES (4, the
 # shipped recipe's snapshots per visual frame; the first runs of docs/eval/experiments/cavp_gpu_scale/
 # were VARIANTS="base material" SUBFRAMES=1, its second run the defaults with BUDGET_S=590 THREADS=8:
 # 6821 steps in 427 s on an H200), RUNS (runs/gpu_cavp),
@@ -65,8 +67,8 @@ LAYOUT="${LAYOUT:-auto}"
 FLIP="${FLIP:-0}"
 SHIFT="${SHIFT:-0}"
 for v in $VARIANTS; do   # one try on a lent device: refuse a typo before rendering anything
-  case "$v" in base|material|recipe|recipe_d26|recipe_d14) ;;
-    *) echo "gpu_cavp_scale.sh: unknown variant '$v' in VARIANTS (base material recipe recipe_d26 recipe_d14)" >&2; exit 2 ;;
+  case "$v" in base|material|recipe|recipe_d26|recipe_d14|recipe_presence) ;;
+    *) echo "gpu_cavp_scale.sh: unknown variant '$v' in VARIANTS (base material recipe recipe_d26 recipe_d14 recipe_presence)" >&2; exit 2 ;;
   esac
 done
 export PYTHONUNBUFFERED=1 OMP_WAIT_POLICY=PASSIVE
@@ -144,6 +146,7 @@ for v in $VARIANTS; do
     recipe) EXTRA=("${RECIPE[@]}") ;;
     recipe_d26) EXTRA=("${RECIPE[@]}" --cavp-depth 26) ;;
     recipe_d14) EXTRA=("${RECIPE[@]}" --cavp-depth 14) ;;
+    recipe_presence) EXTRA=("${RECIPE[@]}" --cavp-presence-weight 1.0) ;;
     *) log "unknown variant $v"; exit 2 ;;
   esac
   "$PY" -m frieren.train_cli cavp --run-dir "$RUNS/$v" "${COMMON[@]}" --steps "$MAX_STEPS" --batch-size "$BATCH" \

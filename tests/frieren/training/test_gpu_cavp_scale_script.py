@@ -3,7 +3,8 @@
 The script gets one try on a rented device, so its logic is checked here: it renders the clip
 cache once, shares it with the second variant, trains both CAVP variants side by side and
 hands back each variant's checkpoint and loss log. ``recipe_d26`` is the shipped recipe's CAVP
-flags at depth 26; ``base`` the v4 recipe's, without the material head.
+flags at depth 26; ``base`` the v4 recipe's, without the material head; ``recipe_presence`` the
+recipe with the presence head of docs/eval/experiments/cavp_presence_head/.
 """
 from __future__ import annotations
 
@@ -22,14 +23,14 @@ def test_script_trains_both_variants_and_returns_their_checkpoints(tmp_path):
     out, runs = tmp_path / "out", tmp_path / "runs"
     env = dict(os.environ, PYTHON=sys.executable, SKIP_INSTALL="1", DEVICE="cpu", CLIPS="2", WORKERS="2",
                BATCH="4", MAX_STEPS="3", THREADS="1", BUDGET_S="400", OUT=str(out), RUNS=str(runs),
-               FLIP="0.5", SHIFT="2", VARIANTS="base recipe_d26", SUBFRAMES="2")
+               FLIP="0.5", SHIFT="2", VARIANTS="base recipe_d26 recipe_presence", SUBFRAMES="2")
     proc = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_cavp_scale.sh")], env=env, cwd=REPO,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     # One rendering, shared: the second variant's clips are the first one's.
     assert (runs / "recipe_d26" / "cache" / "clips").resolve() == (runs / "base" / "cache" / "clips").resolve()
-    for variant in ("base", "recipe_d26"):
+    for variant in ("base", "recipe_d26", "recipe_presence"):
         final = torch.load(out / f"cavp_{variant}.pt", map_location="cpu", weights_only=False)
         assert final["result"]["steps"] == 3 and not final["stopped_early"]
         assert any(k.startswith("video.") for k in final["state"])
@@ -53,6 +54,9 @@ def test_script_trains_both_variants_and_returns_their_checkpoints(tmp_path):
         assert tuple(len({k.split(".")[3] for k in state if k.startswith(f"video.video_encoder.layer{i}.")})
                      for i in range(1, 5)) == blocks
         assert state["video.video_encoder.conv1.conv.weight"].shape[1] == 6
+    presence = torch.load(out / "cavp_recipe_presence.pt", map_location="cpu", weights_only=False)["state"]
+    assert "presence_head.weight" in presence and '"presence"' in (out / "cavp_recipe_presence_log.jsonl").read_text()
+    assert '"presence"' not in recipe_log
 
 
 def test_a_typo_in_the_variants_is_refused_before_anything_runs(tmp_path):
