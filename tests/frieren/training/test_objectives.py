@@ -211,15 +211,20 @@ def test_cavp_impact_and_timbre_terms_train_and_stay_out_of_the_video_branch(ext
     assert not any(k.startswith("timbre_head") for k in obj.video.state_dict())
 
 
+def _labelled_batch():
+    """(frames (3, 8, 3, 32, 32), mel (3, 80, 64), material per frame (3, 8)) with three impact frames."""
+    g = torch.Generator().manual_seed(0)
+    label = torch.full((3, 8), -1, dtype=torch.long)
+    label[0, 2], label[1, 5], label[2, 1] = 0, 2, 1
+    return torch.rand(3, 8, 3, 32, 32, generator=g), torch.randn(3, 80, 64, generator=g), label
+
+
 def test_cavp_material_head_learns_labelled_frames_and_needs_labels():
     torch.manual_seed(0)
     cfg = dataclasses.replace(TINY.cavp, image_size=32)
     obj = CAVPObjective(CAVPVideoEncoder(cfg), MelAudioEncoder(80, cfg.embed_dim, 8, width=32), segments=4,
                         material_weight=1.0, materials=3)
-    g = torch.Generator().manual_seed(0)
-    label = torch.full((3, 8), -1, dtype=torch.long)
-    label[0, 2], label[1, 5], label[2, 1] = 0, 2, 1                    # three impact frames
-    batch = (torch.rand(3, 8, 3, 32, 32, generator=g), torch.randn(3, 80, 64, generator=g), label)
+    batch = _labelled_batch()
     obj.train()
     assert {"material", "material_acc"} <= set(obj(batch))
     before, after = _fit(obj, batch, 15, 2e-3)
@@ -238,10 +243,8 @@ def test_cavp_presence_head_is_a_bce_on_impact_frames_and_learns_them():
     cfg = dataclasses.replace(TINY.cavp, image_size=32)
     obj = CAVPObjective(CAVPVideoEncoder(cfg), MelAudioEncoder(80, cfg.embed_dim, 8, width=32), segments=4,
                         presence_weight=2.0)
-    g = torch.Generator().manual_seed(0)
-    label = torch.full((3, 8), -1, dtype=torch.long)
-    label[0, 2], label[1, 5], label[2, 1] = 0, 2, 1                    # three impact frames
-    batch = (torch.rand(3, 8, 3, 32, 32, generator=g), torch.randn(3, 80, 64, generator=g), label)
+    batch = _labelled_batch()
+    label = batch[2]
     obj.eval()
     with torch.no_grad():
         out = obj(batch)
