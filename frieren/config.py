@@ -146,6 +146,11 @@ class CAVPConfig:
     # RGB snapshots stacked on the channel axis of each visual frame (WindowGeometry.subframes):
     # the stem conv takes 3 * subframes channels. 1 (the official model): one RGB frame.
     subframes: int = 1
+    # An extension for presets trained here (off in the official model): a linear presence head
+    # on each frame's feature says whether an impact starts in that frame, and its decision
+    # (0/1 at a threshold chosen on validation clips) is appended to the feature as one more
+    # condition channel, so the generator is told where to place a sound, not only shown it.
+    presence_channel: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inflate", tuple(int(bool(v)) for v in self.inflate))
@@ -158,6 +163,12 @@ class CAVPConfig:
     def in_channels(self) -> int:
         """Channels of one visual frame at the CAVP input (3 per RGB snapshot)."""
         return 3 * int(self.subframes)
+
+    @property
+    def condition_dim(self) -> int:
+        """Width of the per-frame condition the CAVP hands the generator: the feature, plus the
+        presence decision when ``presence_channel``."""
+        return int(self.embed_dim) + int(bool(self.presence_channel))
 
 
 @dataclass(frozen=True)
@@ -282,8 +293,10 @@ class Preset:
             problems.append(f"estimator.in_channels={self.estimator.in_channels} != vae.embed_dim={self.vae.embed_dim}")
         if self.cond.embed_dim != self.estimator.context_dim:
             problems.append(f"cond.embed_dim={self.cond.embed_dim} != estimator.context_dim={self.estimator.context_dim}")
-        if self.cond.origin_dim != self.cavp.embed_dim:
-            problems.append(f"cond.origin_dim={self.cond.origin_dim} != cavp.embed_dim={self.cavp.embed_dim}")
+        if self.cond.origin_dim != self.cavp.condition_dim:
+            problems.append(f"cond.origin_dim={self.cond.origin_dim} != cavp.condition_dim={self.cavp.condition_dim} "
+                            f"(embed_dim {self.cavp.embed_dim}"
+                            f"{' + the presence channel' if self.cavp.presence_channel else ''})")
         if self.mel.hop_length != g.hop_length or self.mel.sample_rate != g.sample_rate:
             problems.append("mel hop/sample_rate disagree with geometry")
         if self.cavp.subframes != g.subframes:
@@ -298,6 +311,14 @@ def with_subframes(preset: Preset, subframes: int) -> Preset:
     """``preset`` whose visual frames stack ``subframes`` snapshots (geometry and CAVP stem)."""
     return dataclasses.replace(preset, geometry=dataclasses.replace(preset.geometry, subframes=int(subframes)),
                                cavp=dataclasses.replace(preset.cavp, subframes=int(subframes)))
+
+
+def with_presence_channel(preset: Preset, on: bool = True) -> Preset:
+    """``preset`` whose CAVP appends its presence decision to each frame's feature (``on``), the
+    condition encoder taking the one more input channel; ``on=False`` removes it."""
+    cavp = dataclasses.replace(preset.cavp, presence_channel=bool(on))
+    cond = dataclasses.replace(preset.cond, origin_dim=cavp.condition_dim)
+    return dataclasses.replace(preset, cavp=cavp, cond=cond)
 
 
 def _official(name: str, steps: int) -> Preset:

@@ -137,7 +137,8 @@ class OfflineGenerator:
         tape = NoiseTape(options.seed, self.preset.estimator.in_channels)
 
         with self._autocast(options.dtype):
-            feats = self.stack.cavp.extract(frames.to(self.device), chunk_frames=self.preset.cavp.chunk_frames)
+            feats = self.stack.cavp.extract_condition(frames.to(self.device),
+                                                      chunk_frames=self.preset.cavp.chunk_frames)
             mel_per_frame = g.latents_per_frame * g.mel_per_latent
             total_mel = padded * mel_per_frame
             mel_sum = torch.zeros(self.preset.mel.n_mels, total_mel, device=self.device)

@@ -72,8 +72,9 @@ class FrierenStack(nn.Module):
 
     # --- stages -------------------------------------------------------------------
     def features(self, frames: torch.Tensor) -> torch.Tensor:
-        """CAVP features. frames (B, F, 3K, S, S) in [0, 1] -> (B, F, D), L2-normalised."""
-        return self.cavp(frames, normalize=True)
+        """The generator's condition. frames (B, F, 3K, S, S) in [0, 1] -> (B, F, D): L2-normalised
+        CAVP features (D = cavp.embed_dim), plus the presence decision with ``cavp.presence_channel``."""
+        return self.cavp.condition(frames)
 
     def encode_condition(self, feats: torch.Tensor) -> torch.Tensor:
         """feats (B, F, D) -> cond (B, F, context_dim)."""

@@ -75,6 +75,16 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="the CAVP video branch's ResNet depth instead of the preset's (tiny: 50, the official "
                         f"layout; one of {', '.join(map(str, CAVP_DEPTHS))}: 26 and 14 hold two and one "
                         "bottleneck blocks per stage and cost less per CPU step); recorded like --estimator-hidden")
+    p.add_argument("--presence-channel", action="store_true", default=None,
+                   help="condition the generator on the CAVP presence head's decision too (one more channel per "
+                        "frame, 1 where an impact starts; threshold chosen on validation clips, seeds 800000 up). "
+                        "Needs a CAVP trained with --cavp-presence-weight; recorded like --estimator-hidden")
+    p.add_argument("--presence-channel-train", choices=("head", "truth"), default="head",
+                   help="what the presence channel says while the flow stages train: the head's decision on the "
+                        "training clips (head, default: what inference gives) or the synthetic world's ground "
+                        "truth (truth: the generator learns to follow the channel exactly; synthetic data only)")
+    p.add_argument("--presence-validation-clips", type=int, default=48, metavar="N",
+                   help="synthetic validation clips the --presence-channel threshold is chosen on (default 48)")
     p.add_argument("--subframes", type=int, default=1, metavar="K",
                    help="camera snapshots per visual frame, stacked on the CAVP's input channels (default 1, "
                         "the published model: one frame per feature). K > 1 shows the CAVP the motion between "

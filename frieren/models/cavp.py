@@ -221,6 +221,11 @@ class CAVPVideoEncoder(nn.Module):
 
     The encoder is frozen in Frieren: it is built in eval mode and ``train()`` keeps its
     BatchNorm layers in eval mode (running statistics), as the reference extractor uses them.
+
+    With ``cfg.presence_channel`` (presets trained here; never the official model) it also holds
+    ``presence_head`` (Linear embed_dim → 1 on the normalised feature, trained by the CAVP stage's
+    ``--cavp-presence-weight``) and the buffer ``presence_threshold`` (a logit), and
+    :meth:`condition` appends the head's decision to each frame's feature.
     """
 
     def __init__(self, cfg: CAVPConfig = CAVPConfig()):
@@ -230,6 +235,9 @@ class CAVPVideoEncoder(nn.Module):
                                               in_channels=cfg.in_channels, inflate=cfg.inflate)
         self.feat_dim = self.video_encoder.feat_dim
         self.video_project_head = nn.Linear(self.feat_dim, cfg.embed_dim)
+        if cfg.presence_channel:
+            self.presence_head = nn.Linear(cfg.embed_dim, 1)
+            self.register_buffer("presence_threshold", torch.zeros(()))
         self.eval()
 
     # -- mode -------------------------------------------------------------------------------
@@ -291,6 +299,32 @@ class CAVPVideoEncoder(nn.Module):
         The frames of each batch item form one clip (temporal zero padding at its edges).
         """
         return self.head(self.backbone(video), normalize)
+
+    def presence_logits(self, feats: torch.Tensor) -> torch.Tensor:
+        """Normalised features (..., embed_dim) → the presence head's logit (...) that an impact
+        starts in the frame. Only with ``cfg.presence_channel``."""
+        if not self.cfg.presence_channel:
+            raise RuntimeError("this CAVP has no presence head (CAVPConfig.presence_channel is off)")
+        return self.presence_head(feats).squeeze(-1)
+
+    def condition(self, video: torch.Tensor) -> torch.Tensor:
+        """What the generator is conditioned on: video (B, T, C, H, W) in [0, 1] → (B, T,
+        ``cfg.condition_dim``): the L2-normalised features, and with ``cfg.presence_channel`` one
+        more channel, 1.0 where the presence logit exceeds ``presence_threshold``, else 0.0."""
+        return self._with_presence(self.forward(video, normalize=True))
+
+    @torch.no_grad()
+    def extract_condition(self, frames: torch.Tensor, chunk_frames: Optional[int] = None) -> torch.Tensor:
+        """frames (T, C, H, W) in [0, 1] → (T, ``cfg.condition_dim``), chunked like :meth:`extract`:
+        the generator's condition (:meth:`condition`) of a whole clip."""
+        return self._with_presence(self.extract(frames, chunk_frames))
+
+    def _with_presence(self, feats: torch.Tensor) -> torch.Tensor:
+        """(..., embed_dim) normalised features → (..., condition_dim)."""
+        if not self.cfg.presence_channel:
+            return feats
+        said = (self.presence_logits(feats) > self.presence_threshold).to(feats.dtype)
+        return torch.cat([feats, said[..., None]], dim=-1)
 
     @torch.no_grad()
     def extract(self, frames: torch.Tensor, chunk_frames: Optional[int] = None,

@@ -81,6 +81,9 @@ def stage_summaries(r: Run) -> dict:
     meta = r.stage_dir("reflow-data") / "meta.json"
     if meta.is_file():
         out["reflow-data"] = json.loads(meta.read_text())
+    presence = r.stage_dir("cavp") / "presence_threshold.json"
+    if presence.is_file():  # --presence-channel: the threshold and the validation clips it was chosen on
+        out["presence_threshold"] = json.loads(presence.read_text())
     scale = r.stage_dir("vae") / "scale.json"
     if scale.is_file():
         out["latent_scale"] = json.loads(scale.read_text())

@@ -448,7 +448,7 @@ def build_latent_cache(clips: Sequence[ClipData], windows: Tensor, cavp, vae, pr
             d = torch.load(path, map_location="cpu", weights_only=True)
         else:
             with torch.no_grad():
-                fe = cavp.extract(clip.frames.float() / 255.0, chunk_frames=preset.cavp.chunk_frames)
+                fe = cavp.extract_condition(clip.frames.float() / 255.0, chunk_frames=preset.cavp.chunk_frames)
                 mels = torch.stack([clip.mel[:, int(s) * m:(int(s) + f) * m] for s in starts]) if len(starts) else None
                 mu, sd = [], []
                 if mels is not None:

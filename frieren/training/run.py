@@ -32,9 +32,16 @@ class Run:
         est = self._recorded_size(args, "estimator", (("hidden_size", "estimator_hidden"), ("depth", "estimator_depth")))
         if est:
             self.preset = dataclasses.replace(self.preset, estimator=dataclasses.replace(self.preset.estimator, **est))
-        cavp = self._recorded_size(args, "cavp", (("depth", "cavp_depth"),))
+        cavp = self._recorded_size(args, "cavp", (("depth", "cavp_depth"), ("presence_channel", "presence_channel")))
+        presence = bool(cavp.pop("presence_channel", False))
         if cavp:
             self.preset = dataclasses.replace(self.preset, cavp=dataclasses.replace(self.preset.cavp, **cavp))
+        if presence:
+            from frieren.config import with_presence_channel
+            self.preset = with_presence_channel(self.preset)
+        elif getattr(args, "presence_channel_train", "head") != "head":
+            raise SystemExit("--presence-channel-train says what the presence channel holds while training; "
+                             "it needs --presence-channel (in this command or recorded in the run dir)")
         self.progress = not args.no_progress
         self._clips = {}
         self._windows = {}
@@ -168,9 +175,29 @@ class Run:
         return vae.eval(), float(scale)
 
     def trained_cavp(self):
+        """The CAVP stage's video branch, as the generator's condition uses it: with
+        ``--presence-channel`` also its presence head and the threshold chosen for it on
+        validation clips (:mod:`frieren.training.presence`)."""
         from frieren.models.cavp import CAVPVideoEncoder
-        cavp = CAVPVideoEncoder(self.preset.cavp)
-        cavp.load_state_dict(sub_state(self.final("cavp")["state"], "video."))
+        cfg = self.preset.cavp
+        state = self.final("cavp")["state"]
+        weights = sub_state(state, "video.")
+        if cfg.presence_channel:
+            head = sub_state(state, "presence_head.")
+            if not head:
+                raise SystemExit(f"--presence-channel needs a CAVP with a presence head, and {self.dir / 'cavp'} has "
+                                 f"none: train the CAVP stage with --cavp-presence-weight (for example 1), or use a "
+                                 f"run dir without --presence-channel")
+            weights.update({f"presence_head.{k}": v for k, v in head.items()})
+            weights["presence_threshold"] = torch.zeros(())
+        cavp = CAVPVideoEncoder(cfg)
+        cavp.load_state_dict(weights)
+        if cfg.presence_channel:
+            from frieren.training.presence import validation_threshold
+            threshold = validation_threshold(cavp, self.preset, self.stage_dir("cavp") / "presence_threshold.json",
+                                             seconds=self.args.clip_seconds,
+                                             clips=getattr(self.args, "presence_validation_clips", 48))
+            cavp.presence_threshold.fill_(threshold)
         return cavp.eval()
 
     def latents(self):
@@ -188,6 +215,8 @@ class Run:
             barrier(self.ctx)
             self._latents = build_latent_cache(w.clips, w.windows, cavp, vae, self.preset, cache,
                                                scale, fp, progress=False)
+            if self.preset.cavp.presence_channel and getattr(self.args, "presence_channel_train", "head") == "truth":
+                self._latents.feats = presence_truth(self._latents.feats, w.clips)
         return self._latents
 
     def flow_modules(self, init_from: Optional[str]):
@@ -238,6 +267,16 @@ def check_flow_clips(args: argparse.Namespace) -> None:
         raise SystemExit(f"--flow-clips seeds {seed0}..{seed0 + n - 1} overlap the CAVP's clips "
                          f"({cavp_seeds.start}..{cavp_seeds.stop - 1}); the point is clips the CAVP never saw: "
                          f"pick another --flow-synthetic-seed")
+
+
+def presence_truth(feats, clips):
+    """``--presence-channel-train truth``: each clip's condition (N_c, D + 1) with its last channel
+    replaced by the ground truth, 1.0 where an impact starts in the frame (synthetic clips' labels)."""
+    if any(c.frame_material is None for c in clips):
+        raise SystemExit("--presence-channel-train truth needs per-frame impact labels, which only synthetic clips "
+                         "carry: train on --synthetic data, or use --presence-channel-train head")
+    return [torch.cat([f[:, :-1], (c.frame_material[:len(f)] >= 0).to(f.dtype)[:, None]], 1)
+            for f, c in zip(feats, clips)]
 
 
 def sub_state(state: dict, prefix: str) -> dict:

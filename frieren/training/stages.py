@@ -141,7 +141,9 @@ def stage_cavp(run: Run, hp: StageHParams) -> dict:
                          f"or delete {run.dir / 'cache' / 'clips'} to rebuild the clip cache")
     torch.manual_seed(run.args.seed + 2)
     p = run.preset
-    obj = CAVPObjective(CAVPVideoEncoder(p.cavp),
+    # The stage trains the video branch and its heads; a --presence-channel run's CAVP takes its
+    # presence head from this objective's (Run.trained_cavp).
+    obj = CAVPObjective(CAVPVideoEncoder(dataclasses.replace(p.cavp, presence_channel=False)),
                         MelAudioEncoder(p.mel.n_mels, p.cavp.embed_dim, w.mel_per_frame),
                         segments=8, event_weight=getattr(run.args, "cavp_event_weight", 0.0),
                         event_slots=getattr(run.args, "cavp_event_slots", 1),

@@ -1,0 +1,105 @@
+"""The presence channel's threshold, chosen on validation clips (``--presence-channel``).
+
+A CAVP trained with ``--cavp-presence-weight`` has a linear head that gives, per visual frame,
+the logit that an impact starts in that frame. With ``--presence-channel`` the generator is
+conditioned on that head's *decision* (0 or 1, one more channel after the feature): a flow model
+shown only the feature renders an uncertain impact as often as it is sure of it, while the head's
+decision at a tuned threshold already places onsets better than the generated audio does
+(docs/eval/experiments/cavp_presence_head/). The threshold is a logit that maximises onset F1
+±125 ms of "an onset at the centre of every frame above it" against the world's merged onsets,
+the matching of ``frieren eval``, on synthetic validation clips that neither the training (seeds
+from 1000 up) nor the evaluation (900000 up, 950000 up for its classifier) uses.
+
+On the training clips the head is nearly always right, so the flow stages learn from a channel
+that says where the impacts are; at inference it says where the head thinks they are.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+import torch
+
+log = logging.getLogger("frieren.train")
+
+VALIDATION_SEED0 = 800000
+VALIDATION_CLIPS = 48
+TOLERANCE_MS = 125.0
+THRESHOLD_GRID = tuple(float(x) for x in np.round(np.linspace(-4.0, 4.0, 81), 6))
+
+__all__ = ["VALIDATION_SEED0", "VALIDATION_CLIPS", "choose_threshold", "validation_threshold"]
+
+
+def frame_onsets(logits: np.ndarray, threshold: float, samples_per_frame: int) -> np.ndarray:
+    """Frames whose logit exceeds ``threshold``, as onsets at their centre: logits (N,) -> sample
+    indices (K,)."""
+    return np.flatnonzero(logits > threshold) * samples_per_frame + samples_per_frame // 2
+
+
+def choose_threshold(logits: Sequence[np.ndarray], onsets: Sequence[Sequence[int]], samples_per_frame: int,
+                     sample_rate: int, grid: Sequence[float] = THRESHOLD_GRID) -> Tuple[float, Dict[str, float]]:
+    """The logit threshold of ``grid`` with the best onset F1 ±125 ms over all clips.
+
+    logits: per clip (N_c,) presence logits; onsets: per clip the reference onsets (samples; merged
+    like ``frieren eval`` here). -> (threshold, {"f1", "precision", "recall"} at it). Ties go to the
+    lowest threshold of the grid."""
+    from frieren.eval.sync import match, merge_close_events
+
+    if len(logits) != len(onsets) or not logits:
+        raise ValueError(f"need one onset list per clip, got {len(logits)} logit series and {len(onsets)} onset lists")
+    refs = [merge_close_events(list(o), sample_rate) for o in onsets]
+    best: Tuple[float, Dict[str, float]] = (float(grid[0]), {"f1": -1.0})
+    for t in grid:
+        m = d = e = 0
+        for x, ref in zip(logits, refs):
+            s = match(frame_onsets(np.asarray(x), t, samples_per_frame), ref, sample_rate, TOLERANCE_MS)
+            m, d, e = m + s.matched, d + s.detected, e + s.events
+        p, r = m / max(d, 1), m / max(e, 1)
+        f1 = 2 * p * r / (p + r) if p + r else 0.0
+        if f1 > best[1]["f1"]:
+            best = (float(t), {"f1": f1, "precision": p, "recall": r})
+    return best
+
+
+def _fingerprint(cavp) -> str:
+    h = hashlib.sha256()
+    for k, v in sorted(cavp.state_dict().items()):
+        if k != "presence_threshold":
+            h.update(k.encode())
+            h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def validation_threshold(cavp, preset, record: Path, seconds: float = 8.0, clips: int = VALIDATION_CLIPS,
+                         seed0: int = VALIDATION_SEED0) -> float:
+    """The threshold of ``cavp``'s presence head (a CAVPVideoEncoder with ``presence_channel``),
+    chosen on ``clips`` validation clips rendered from ``seed0``. The choice and its scores are kept
+    in the JSON file ``record`` and reused while the CAVP's weights are the same."""
+    from frieren.eval.table import render_clips
+
+    fp = _fingerprint(cavp)
+    if record.is_file():
+        kept = json.loads(record.read_text())
+        if kept.get("fingerprint") == fp and kept.get("clips") == clips and kept.get("seed0") == seed0:
+            return float(kept["threshold"])
+    g = preset.geometry
+    log.info("choosing the presence threshold on %d validation clips (seeds %d..%d)", clips, seed0, seed0 + clips - 1)
+    rendered = render_clips(list(range(seed0, seed0 + clips)), seconds, preset)
+    was_training = cavp.training
+    cavp.eval()
+    with torch.no_grad():
+        logits: List[np.ndarray] = [cavp.presence_logits(cavp.extract(c.frames)).numpy() for c in rendered]
+    cavp.train(was_training)
+    threshold, scores = choose_threshold(logits, [c.onsets for c in rendered], g.samples_per_frame, g.sample_rate)
+    log.info("presence threshold %.2f (logit): onset F1 +-125 ms %.3f (P %.3f, R %.3f) on the validation clips",
+             threshold, scores["f1"], scores["precision"], scores["recall"])
+    record.parent.mkdir(parents=True, exist_ok=True)
+    tmp = record.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"threshold": threshold, "fingerprint": fp, "clips": clips, "seed0": seed0,
+                               "seconds": seconds, "tolerance_ms": TOLERANCE_MS, **scores}, indent=1))
+    tmp.replace(record)
+    return threshold
