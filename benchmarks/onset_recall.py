@@ -10,6 +10,8 @@
 * strength: the impact's loudness scale (0..1, from its relative normal speed), in bins;
 * crowding: whether another expected onset lies within 250 ms (two onsets in one 128 ms
   visual frame or its neighbour);
+* gap: how far the nearest other expected onset is, in bins (50-100 ms: a bounce or a second
+  contact, often inside the same visual frame; 100-150 ms: usually the neighbouring frame);
 * material.
 
 The ground-truth audio is scored the same way: its recall is what the onset detector itself
@@ -37,13 +39,14 @@ log = logging.getLogger("onset_recall")
 
 TOLERANCE_MS = 125.0
 CROWD_S = 0.25
+GAP_BINS_MS = (50, 100, 150, 250)   # the last bin: this far or more (merged onsets are >= 50 ms apart)
 STRENGTH_BINS = (0.0, 0.1, 0.25, 0.5, 1.01)
 
 
 def onset_descriptions(events, sample_rate: int) -> List[Dict[str, object]]:
     """The expected onsets of a clip as `frieren eval` merges them (impacts and continuous
     starts, those within 50 ms of the previous kept one dropped), each described by the event
-    that opens it. Returns [{sample, kind, material, strength_bin, crowded}] in time order."""
+    that opens it. Returns [{sample, kind, material, strength, crowding, gap}] in time order."""
     from frieren.eval.sync import merge_close_events
     from frieren.eval.table import ONSET_KINDS
 
@@ -57,14 +60,25 @@ def onset_descriptions(events, sample_rate: int) -> List[Dict[str, object]]:
         kind = f"impact on {e.source}" if e.kind == "impact" else f"start of {e.source}"
         near = [t for t in kept[max(0, k - 1):k + 2] if t != s]
         crowded = any(abs(t - s) < CROWD_S * sample_rate for t in near)
+        nearest_ms = min((abs(t - s) for t in near), default=None)
+        nearest_ms = None if nearest_ms is None else nearest_ms * 1000.0 / sample_rate
         if e.kind == "impact":
             b = int(np.searchsorted(STRENGTH_BINS, e.strength, side="right")) - 1
             strength = f"strength {STRENGTH_BINS[b]:.2f}-{min(1.0, STRENGTH_BINS[b + 1]):.2f}"
         else:
             strength = "continuous"
         out.append({"sample": s, "kind": kind, "material": e.material, "strength": strength,
-                    "crowding": "another onset within 250 ms" if crowded else "isolated"})
+                    "crowding": "another onset within 250 ms" if crowded else "isolated",
+                    "gap": gap_label(nearest_ms)})
     return out
+
+
+def gap_label(nearest_ms) -> str:
+    """The bin of the distance to the nearest other expected onset (None: the clip's only one)."""
+    if nearest_ms is None or nearest_ms >= GAP_BINS_MS[-1]:
+        return f"nearest other onset {GAP_BINS_MS[-1]} ms or more"
+    b = max(0, int(np.searchsorted(GAP_BINS_MS, nearest_ms, side="right")) - 1)
+    return f"nearest other onset {GAP_BINS_MS[b]}-{GAP_BINS_MS[b + 1]} ms"
 
 
 def head_peaks(series: np.ndarray, samples: Sequence[int], slot_len: int, sample_rate: int) -> np.ndarray:
@@ -91,7 +105,7 @@ def recall_by(onsets: Sequence[Dict[str, object]], hit: Sequence[bool]) -> Dict[
     """{attribute: {value: {events, recall}}} over all onsets of all clips."""
     table: Dict[str, Dict[str, List[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
     for o, h in zip(onsets, hit):
-        for attr in ("kind", "strength", "crowding", "material", "head"):
+        for attr in ("kind", "strength", "crowding", "gap", "material", "head"):
             if attr not in o:
                 continue
             cell = table[attr][str(o[attr])]

@@ -27,6 +27,9 @@ def test_onsets_are_merged_as_eval_merges_them_and_described_by_their_opening_ev
     assert d[0]["strength"] == "strength 0.00-0.10" and d[1]["strength"] == "continuous"
     assert d[2]["strength"] == "strength 0.50-1.00"
     assert [o["crowding"] for o in d] == ["another onset within 250 ms"] * 2 + ["isolated"]
+    assert [o["gap"] for o in d] == ["nearest other onset 150-250 ms"] * 2 + ["nearest other onset 250 ms or more"]
+    assert mod.gap_label(50.0) == mod.gap_label(99.9) == "nearest other onset 50-100 ms"
+    assert mod.gap_label(100.0) == "nearest other onset 100-150 ms" and mod.gap_label(None).endswith("or more")
     by = mod.recall_by(d, [True, False, True])
     assert by["crowding"]["isolated"] == {"events": 1, "recall": 1.0}
     assert by["crowding"]["another onset within 250 ms"] == {"events": 2, "recall": 0.5}
