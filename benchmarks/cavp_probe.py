@@ -22,7 +22,7 @@ on the first ``--train-clips`` clips, scored on the rest:
 ``--raw-baseline`` adds the same probes on raw pixels (each frame and its difference to the
 previous one, average-pooled to 8x8): what a linear read-out of the input itself reaches.
 
-    python benchmarks/cavp_probe.py runs/default_v10/cavp/final.pt [more checkpoints] [--raw-baseline] [--json out.json]
+    python benchmarks/cavp_probe.py runs/default_v11/cavp/final.pt [more checkpoints] [--raw-baseline] [--json out.json]
     python benchmarks/cavp_probe.py frieren/assets/default      # a bundle: its video branch (no event head)
 
 Measured with it (48 clips, 32 to train): material 0.34 for the CAVP with the onset and
@@ -33,6 +33,7 @@ the frames of these multi-object scenes; the learned features do better, but not
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import pickle
@@ -82,7 +83,10 @@ def load_stage_state(checkpoint: str) -> Dict[str, torch.Tensor]:
         except CheckpointError as error:
             raise SystemExit(f"cannot read the bundle's weights in {bundle}: {error} "
                              "(expected a model bundle directory, e.g. frieren/assets/default)")
-        return {"video." + k: v for k, v in stack.cavp.state_dict().items()}
+        # A bundle with the presence channel keeps the stage's presence head in its video branch:
+        # it goes back under the stage's own key (so the presence detector reads it), its threshold is dropped.
+        return {(k if k.startswith("presence_head.") else "video." + k): v
+                for k, v in stack.cavp.state_dict().items() if k != "presence_threshold"}
     try:
         saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
         if "state" in saved:       # the stage's final.pt
@@ -101,7 +105,9 @@ def cavp_encoder(checkpoint: str, preset, state: Optional[Dict[str, torch.Tensor
 
     state = load_stage_state(checkpoint) if state is None else state
     video = {k[len("video."):]: v for k, v in state.items() if k.startswith("video.")}
-    enc = CAVPVideoEncoder(with_depth_of(preset.cavp, video))   # a `--cavp-depth` run's own depth
+    # A `--cavp-depth` run's own depth; the stage's video branch never holds the presence head (its
+    # features are what is probed), even where the preset comes from a bundle with the presence channel.
+    enc = CAVPVideoEncoder(dataclasses.replace(with_depth_of(preset.cavp, video), presence_channel=False))
     try:
         enc.load_state_dict(video)
     except RuntimeError as error:

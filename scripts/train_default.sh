@@ -9,6 +9,15 @@
 # bundle. All seeds are fixed and a rerun with the same thread count gives bit-identical weights
 # (also with --side-by-side: each stage seeds itself); an interrupted run resumes (finished stages
 # are skipped).
+# The shipped model is v11 (2026-12-05): v10's recipe with the CAVP presence head and the generator's
+# presence channel (--cavp-presence-weight 1 --presence-channel --presence-channel-train truth, now in the
+# command below). Its CAVP was trained by this script at commit a7d9d85 plus --cavp-presence-weight 1
+# (`RUN_DIR=runs/pr1 ...`, v10's clip cache and VAE, which is v9's, hard-linked: CAVP 57.4 min beside
+# another run), its flow stages by this script at e4b63e3 plus the three flags (`RUN_DIR=runs/pc1t ...`,
+# that clip cache, VAE and CAVP hard-linked: the threshold's 48 validation clips 0.4 min and latents 1.2
+# in a sister run, CFM 20.4, pairs 3.8, reflow 7.3, distill 5.5 min beside one or two other runs). Every stage before the flags'
+# takes them as this command now gives them, so this script should reproduce v11; it has not yet been
+# rerun from nothing to check that bit for bit (v10's was, below).
 # The shipped model (v10) was made on 2026-12-04, 1 thread per process, by this script's command
 # with the VAE stage adopted from v9's bundle (`RUN_DIR=runs/aug_s0 OUT=runs/aug_s0_bundle bash
 # scripts/train_default.sh --no-progress --vae-from frieren/assets/default`, the script as it stands
@@ -88,12 +97,21 @@
 #   the CAVP memorises its 600 clips less. Distilled (1-thread evals, v9 -> v10): F1 +-45 0.627 ->
 #   0.661, +-125 0.725 -> 0.746, material 0.657 -> 0.688, FD (log-mel) 3.43 -> 2.75, mel L1 0.332 ->
 #   0.308; with --seed 1 0.649, 0.729, 0.700, 2.56, 0.308. docs/eval/experiments/recipe_augmentation/.
-# Distilled 1-step model, v2 -> v3 -> v4 -> v5 -> v6 -> v7 -> v8 -> v9 -> v10 (`frieren eval`, 64
-# held-out clips, full tables; v10's from a 1-thread eval): onset F1 +-125 ms 0.631 -> 0.656 -> 0.678 ->
-# 0.676 -> 0.700 -> 0.700 -> 0.715 -> 0.725 -> 0.746, +-45 ms 0.498 -> 0.526 -> 0.560 -> 0.540 -> 0.574 ->
-# 0.591 -> 0.620 -> 0.627 -> 0.661, material accuracy 0.351 -> 0.374 -> 0.378 -> 0.516 -> 0.556 -> 0.640
-# -> 0.632 -> 0.657 -> 0.688, FD (log-mel) 7.4 -> 4.2 -> 3.8 -> 4.6 -> 3.1 -> 4.1 -> 4.0 -> 3.4 -> 2.75,
-# mel L1 0.388 -> 0.334 -> 0.315 -> 0.356 -> 0.353 -> 0.338 -> 0.337 -> 0.332 -> 0.308.
+# * --cavp-presence-weight 1 --presence-channel --presence-channel-train truth (v11): a CAVP head says
+#   whether an impact starts in each frame (trained on the synthetic world's labels), and its decision at
+#   a threshold chosen on validation clips (seeds 800000..800047) is one more condition channel; the flow
+#   stages learn that channel from the world's labels, so the generator renders what the head decides
+#   instead of sampling an uncertain feature. Distilled (1-thread evals, v10 -> v11): F1 +-45 0.661 ->
+#   0.673, +-125 0.746 -> 0.756 (recall 0.656 -> 0.692), material 0.688 -> 0.707, FD (log-mel) 2.75 ->
+#   2.58, mel L1 0.308 -> 0.309; with --seed 1 0.661, 0.751, 0.659, 2.75, 0.312 (v10's seed 1: 0.649,
+#   0.729, 0.700, 2.56, 0.308). docs/eval/experiments/presence_channel/.
+# Distilled 1-step model, v2 -> v3 -> v4 -> v5 -> v6 -> v7 -> v8 -> v9 -> v10 -> v11 (`frieren eval`, 64
+# held-out clips, full tables; v10's and v11's from 1-thread evals): onset F1 +-125 ms 0.631 -> 0.656 -> 0.678 ->
+# 0.676 -> 0.700 -> 0.700 -> 0.715 -> 0.725 -> 0.746 -> 0.756, +-45 ms 0.498 -> 0.526 -> 0.560 -> 0.540 ->
+# 0.574 -> 0.591 -> 0.620 -> 0.627 -> 0.661 -> 0.673, material accuracy 0.351 -> 0.374 -> 0.378 -> 0.516 ->
+# 0.556 -> 0.640 -> 0.632 -> 0.657 -> 0.688 -> 0.707, FD (log-mel) 7.4 -> 4.2 -> 3.8 -> 4.6 -> 3.1 -> 4.1 ->
+# 4.0 -> 3.4 -> 2.75 -> 2.58, mel L1 0.388 -> 0.334 -> 0.315 -> 0.356 -> 0.353 -> 0.338 -> 0.337 -> 0.332 ->
+# 0.308 -> 0.309.
 #
 # --max-minutes is only a safety net (no stage came near it in the shipped run; a stage that
 # hit it would stop early and give other weights).
@@ -104,7 +122,7 @@
 # last bits, as float reductions are ordered differently).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUN_DIR=${RUN_DIR:-runs/default_v10}
+RUN_DIR=${RUN_DIR:-runs/default_v11}
 OUT=${OUT:-frieren/assets/default}
 CLIPS=600   # synthetic seeds 1000..1599
 THREADS=${FRIEREN_TRAIN_THREADS:-1}
@@ -117,7 +135,7 @@ export FRIEREN_TRAIN_SCRIPT=scripts/train_default.sh
     --vae-steps 12000 --vae-batch-size 16 \
     --cavp-steps 8000 --cavp-batch-size 16 --cavp-event-weight 1.0 --cavp-event-slots 4 --cavp-event-flux-bands 20 \
     --cavp-onset-weight 2 --cavp-onset-log --cavp-material-weight 1.0 --cavp-channels-last \
-    --cavp-flip 0.5 --cavp-shift 4 \
+    --cavp-flip 0.5 --cavp-shift 4 --cavp-presence-weight 1 --presence-channel --presence-channel-train truth \
     --cfm-steps 4000 --cfm-batch-size 32 --cfm-onset-weight 12 \
     --reflow-pairs 1536 --teacher-steps 25 --cfg-scale 4.5 \
     --reflow-steps 1000 --reflow-batch-size 32 \

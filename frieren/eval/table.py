@@ -64,7 +64,7 @@ class EvalConfig:
     seed0: int = 900000
     classifier_clips: int = 60
     fd_embeddings: Sequence[str] = ("cavp", "logmel")
-    cavp_checkpoint: Optional[str] = "runs/default_v10/cavp/final.pt"
+    cavp_checkpoint: Optional[str] = "runs/default_v11/cavp/final.pt"
     device: str = "cpu"
     vocoder_row: bool = True
 

@@ -162,6 +162,12 @@ def test_a_bundle_directory_gives_its_video_branch(tmp_path, benchmark_module):
     for k, v in enc.state_dict().items():
         assert torch.equal(v, shipped[k]), k
     assert mod.event_head_sync(str(DEFAULT_BUNDLE), preset, [], 4, 1) is None   # bundles carry no event head
+    # a bundle with the presence channel hands its presence head back under the CAVP stage's key
+    state = mod.load_stage_state(str(DEFAULT_BUNDLE))
+    has_presence = info["preset"]["cavp"].get("presence_channel", False)
+    assert ("presence_head.weight" in state) == has_presence and "video.presence_threshold" not in state
+    if has_presence:
+        assert torch.equal(state["presence_head.weight"], shipped["presence_head.weight"])
     broken = tmp_path / "bundle"
     broken.mkdir()
     (broken / WEIGHTS_FILE).write_bytes(b"not safetensors")
