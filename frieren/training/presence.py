@@ -15,7 +15,6 @@ that says where the impacts are; at inference it says where the head thinks they
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -65,23 +64,18 @@ def choose_threshold(logits: Sequence[np.ndarray], onsets: Sequence[Sequence[int
     return best
 
 
-def _fingerprint(cavp) -> str:
-    h = hashlib.sha256()
-    for k, v in sorted(cavp.state_dict().items()):
-        if k != "presence_threshold":
-            h.update(k.encode())
-            h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
 def validation_threshold(cavp, preset, record: Path, seconds: float = 8.0, clips: int = VALIDATION_CLIPS,
                          seed0: int = VALIDATION_SEED0) -> float:
     """The threshold of ``cavp``'s presence head (a CAVPVideoEncoder with ``presence_channel``),
     chosen on ``clips`` validation clips rendered from ``seed0``. The choice and its scores are kept
     in the JSON file ``record`` and reused while the CAVP's weights are the same."""
     from frieren.eval.table import render_clips
+    from frieren.training.data import state_fingerprint
 
-    fp = _fingerprint(cavp)
+    if clips < 1:
+        raise SystemExit(f"--presence-validation-clips must be at least 1 (the threshold is chosen on them), got {clips}")
+    # the weights the threshold is chosen for, not the threshold buffer itself
+    fp = state_fingerprint({k: v for k, v in cavp.state_dict().items() if k != "presence_threshold"})
     if record.is_file():
         kept = json.loads(record.read_text())
         if kept.get("fingerprint") == fp and kept.get("clips") == clips and kept.get("seed0") == seed0:

@@ -149,3 +149,10 @@ def test_the_channel_needs_a_cavp_with_a_presence_head(tmp_path, tiny_recipe_arg
 def test_the_training_channel_mode_needs_the_channel(tmp_path, tiny_recipe_args):
     with pytest.raises(SystemExit, match="needs --presence-channel"):
         train_cli.main(tiny_recipe_args(tmp_path / "run", tmp_path / "b", "--presence-channel-train", "truth"))
+
+
+def test_no_validation_clips_is_refused_by_name(tmp_path):
+    from frieren.training.presence import validation_threshold
+
+    with pytest.raises(SystemExit, match="--presence-validation-clips"):
+        validation_threshold(_small_cavp(), with_presence_channel(get_preset("tiny")), tmp_path / "t.json", clips=0)
