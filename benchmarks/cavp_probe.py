@@ -185,6 +185,7 @@ def event_head_onsets(checkpoint: str, preset, clips, slots: int, tune_clips: in
     ``head="presence"`` reads the presence head's logits (one slot per frame): every frame above
     the threshold is an onset at its centre (no peak picking)."""
     from frieren.eval.sync import match, merge_close_events
+    from frieren.training.presence import frame_onsets
 
     series = event_head_series(checkpoint, preset, clips, slots, head)
     if series is None:
@@ -198,8 +199,10 @@ def event_head_onsets(checkpoint: str, preset, clips, slots: int, tune_clips: in
     def detected(threshold: float) -> List[np.ndarray]:
         # The presence head says "an impact starts in this frame" of every such frame, and
         # neighbouring frames often both hold one: each frame above the threshold is an onset.
-        pick = (lambda x: np.flatnonzero(x > threshold)) if head == "presence" else (lambda x: _peaks(x, threshold))
-        return [pick(x) * slot_len + slot_len // 2 for x in series]
+        # (the rule the training's --presence-channel threshold is chosen with)
+        if head == "presence":
+            return [frame_onsets(x, threshold, slot_len) for x in series]
+        return [_peaks(x, threshold) * slot_len + slot_len // 2 for x in series]
 
     def f1(threshold: float) -> float:
         det = detected(threshold)
