@@ -151,9 +151,16 @@ class CAVPConfig:
     # (0/1 at a threshold chosen on validation clips) is appended to the feature as one more
     # condition channel, so the generator is told where to place a sound, not only shown it.
     presence_channel: bool = False
+    # With ``presence_channel``: the decision's channels, one per equal slot of the frame's period
+    # (1: an impact starts in the frame; the geometry's latents_per_frame: in which latent an onset
+    # starts). More than one slot comes with a head fitted on the frozen features
+    # (frieren.training.presence), not the CAVP stage's.
+    presence_slots: int = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inflate", tuple(int(bool(v)) for v in self.inflate))
+        if int(self.presence_slots) < 1:
+            raise ValueError(f"CAVPConfig.presence_slots must be >= 1, got {self.presence_slots}")
         if len(self.inflate) != 4:
             raise ValueError(f"CAVPConfig.inflate needs one flag per stage (4), got {self.inflate}")
         if int(self.subframes) < 1:
@@ -167,8 +174,8 @@ class CAVPConfig:
     @property
     def condition_dim(self) -> int:
         """Width of the per-frame condition the CAVP hands the generator: the feature, plus the
-        presence decision when ``presence_channel``."""
-        return int(self.embed_dim) + int(bool(self.presence_channel))
+        presence decision (``presence_slots`` channels) when ``presence_channel``."""
+        return int(self.embed_dim) + (int(self.presence_slots) if self.presence_channel else 0)
 
 
 @dataclass(frozen=True)
@@ -296,7 +303,7 @@ class Preset:
         if self.cond.origin_dim != self.cavp.condition_dim:
             problems.append(f"cond.origin_dim={self.cond.origin_dim} != cavp.condition_dim={self.cavp.condition_dim} "
                             f"(embed_dim {self.cavp.embed_dim}"
-                            f"{' + the presence channel' if self.cavp.presence_channel else ''})")
+                            f"{f' + {self.cavp.presence_slots} presence channel(s)' if self.cavp.presence_channel else ''})")
         if self.mel.hop_length != g.hop_length or self.mel.sample_rate != g.sample_rate:
             problems.append("mel hop/sample_rate disagree with geometry")
         if self.cavp.subframes != g.subframes:
@@ -313,10 +320,11 @@ def with_subframes(preset: Preset, subframes: int) -> Preset:
                                cavp=dataclasses.replace(preset.cavp, subframes=int(subframes)))
 
 
-def with_presence_channel(preset: Preset, on: bool = True) -> Preset:
-    """``preset`` whose CAVP appends its presence decision to each frame's feature (``on``), the
-    condition encoder taking the one more input channel; ``on=False`` removes it."""
-    cavp = dataclasses.replace(preset.cavp, presence_channel=bool(on))
+def with_presence_channel(preset: Preset, on: bool = True, slots: int = 1) -> Preset:
+    """``preset`` whose CAVP appends its presence decision to each frame's feature (``on``), one
+    channel per slot of the frame (``slots``), the condition encoder taking those inputs too;
+    ``on=False`` removes it."""
+    cavp = dataclasses.replace(preset.cavp, presence_channel=bool(on), presence_slots=int(slots) if on else 1)
     cond = dataclasses.replace(preset.cond, origin_dim=cavp.condition_dim)
     return dataclasses.replace(preset, cavp=cavp, cond=cond)
 

@@ -83,6 +83,11 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="what the presence channel says while the flow stages train: the head's decision on the "
                         "training clips (head, default: what inference gives) or the synthetic world's ground "
                         "truth (truth: the generator learns to follow the channel exactly; synthetic data only)")
+    p.add_argument("--presence-slots", type=int, metavar="S",
+                   help="with --presence-channel: S channels per frame, one per equal slot of its period (the tiny "
+                        "preset's 4: one per latent), saying in which slot an onset (impact or continuous start) "
+                        "starts; the head is fitted on the frozen CAVP features of the training clips (synthetic "
+                        "data only). Default 1: the CAVP stage's per-frame impact head. Recorded like --estimator-hidden")
     p.add_argument("--presence-validation-clips", type=int, default=48, metavar="N",
                    help="synthetic validation clips the --presence-channel threshold is chosen on (default 48)")
     p.add_argument("--subframes", type=int, default=1, metavar="K",

@@ -223,9 +223,10 @@ class CAVPVideoEncoder(nn.Module):
     BatchNorm layers in eval mode (running statistics), as the reference extractor uses them.
 
     With ``cfg.presence_channel`` (presets trained here; never the official model) it also holds
-    ``presence_head`` (Linear embed_dim → 1 on the normalised feature, trained by the CAVP stage's
-    ``--cavp-presence-weight``) and the buffer ``presence_threshold`` (a logit), and
-    :meth:`condition` appends the head's decision to each frame's feature.
+    ``presence_head`` (Linear embed_dim → ``cfg.presence_slots`` on the normalised feature: with one
+    slot the CAVP stage's ``--cavp-presence-weight`` head, with more a head fitted on the frozen
+    features, one logit per equal slot of the frame's period) and the buffer ``presence_threshold``
+    (a logit), and :meth:`condition` appends the head's decisions to each frame's feature.
     """
 
     def __init__(self, cfg: CAVPConfig = CAVPConfig()):
@@ -236,7 +237,7 @@ class CAVPVideoEncoder(nn.Module):
         self.feat_dim = self.video_encoder.feat_dim
         self.video_project_head = nn.Linear(self.feat_dim, cfg.embed_dim)
         if cfg.presence_channel:
-            self.presence_head = nn.Linear(cfg.embed_dim, 1)
+            self.presence_head = nn.Linear(cfg.embed_dim, cfg.presence_slots)
             self.register_buffer("presence_threshold", torch.zeros(()))
         self.eval()
 
@@ -301,16 +302,18 @@ class CAVPVideoEncoder(nn.Module):
         return self.head(self.backbone(video), normalize)
 
     def presence_logits(self, feats: torch.Tensor) -> torch.Tensor:
-        """Normalised features (..., embed_dim) → the presence head's logit (...) that an impact
-        starts in the frame. Only with ``cfg.presence_channel``."""
+        """Normalised features (..., embed_dim) → the presence head's logits (..., presence_slots)
+        that an onset starts in each slot of the frame (one slot: an impact in the frame). Only
+        with ``cfg.presence_channel``."""
         if not self.cfg.presence_channel:
             raise RuntimeError("this CAVP has no presence head (CAVPConfig.presence_channel is off)")
-        return self.presence_head(feats).squeeze(-1)
+        return self.presence_head(feats)
 
     def condition(self, video: torch.Tensor) -> torch.Tensor:
         """What the generator is conditioned on: video (B, T, C, H, W) in [0, 1] → (B, T,
-        ``cfg.condition_dim``): the L2-normalised features, and with ``cfg.presence_channel`` one
-        more channel, 1.0 where the presence logit exceeds ``presence_threshold``, else 0.0."""
+        ``cfg.condition_dim``): the L2-normalised features, and with ``cfg.presence_channel``
+        ``cfg.presence_slots`` more channels, 1.0 where the slot's presence logit exceeds
+        ``presence_threshold``, else 0.0."""
         return self._with_presence(self.forward(video, normalize=True))
 
     @torch.no_grad()
@@ -324,7 +327,7 @@ class CAVPVideoEncoder(nn.Module):
         if not self.cfg.presence_channel:
             return feats
         said = (self.presence_logits(feats) > self.presence_threshold).to(feats.dtype)
-        return torch.cat([feats, said[..., None]], dim=-1)
+        return torch.cat([feats, said], dim=-1)
 
     @torch.no_grad()
     def extract(self, frames: torch.Tensor, chunk_frames: Optional[int] = None,

@@ -12,6 +12,13 @@ from 1000 up) nor the evaluation (900000 up, 950000 up for its classifier) uses.
 
 On the training clips the head is nearly always right, so the flow stages learn from a channel
 that says where the impacts are; at inference it says where the head thinks they are.
+
+With ``--presence-slots S`` > 1 the decision has S channels, one per equal slot of the frame's
+period (S = latents_per_frame: one per latent), and says in which slot an onset (an impact or a
+continuous start, merged like ``frieren eval``'s) starts. That head is fitted here, a linear map
+of the frozen CAVP features of the flow stages' clips to their slot labels
+(:func:`fit_slot_head`), and read as a detector, an onset at the centre of every slot above the
+threshold, merged within 50 ms like the reference onsets.
 """
 from __future__ import annotations
 
@@ -30,7 +37,8 @@ VALIDATION_CLIPS = 48
 TOLERANCE_MS = 125.0
 THRESHOLD_GRID = tuple(float(x) for x in np.round(np.linspace(-4.0, 4.0, 81), 6))
 
-__all__ = ["VALIDATION_SEED0", "VALIDATION_CLIPS", "choose_threshold", "validation_threshold"]
+__all__ = ["VALIDATION_SEED0", "VALIDATION_CLIPS", "choose_threshold", "validation_threshold",
+           "onset_slot_labels", "fit_slot_head", "slot_onsets"]
 
 
 def frame_onsets(logits: np.ndarray, threshold: float, samples_per_frame: int) -> np.ndarray:
@@ -39,13 +47,73 @@ def frame_onsets(logits: np.ndarray, threshold: float, samples_per_frame: int) -
     return np.flatnonzero(logits > threshold) * samples_per_frame + samples_per_frame // 2
 
 
+def slot_onsets(logits: np.ndarray, threshold: float, samples_per_frame: int, sample_rate: int) -> np.ndarray:
+    """The presence head read as a detector: logits (N,) (one slot per frame) or (N, S) -> sample
+    indices (K,) of an onset at the centre of every slot above ``threshold``, merged within 50 ms
+    (one audible onset, as ``frieren eval`` merges its references). One slot: :func:`frame_onsets`."""
+    from frieren.eval.sync import merge_close_events
+
+    x = np.asarray(logits)
+    if x.ndim == 1 or x.shape[-1] == 1:
+        return frame_onsets(x.reshape(-1), threshold, samples_per_frame)
+    slot = samples_per_frame // x.shape[-1]
+    hits = np.flatnonzero(x.reshape(-1) > threshold) * slot + slot // 2
+    return np.asarray(merge_close_events(hits, sample_rate), np.int64)
+
+
+def onset_slot_labels(onsets: Sequence[int], num_frames: int, samples_per_frame: int, slots: int,
+                      sample_rate: int) -> torch.Tensor:
+    """The slot labels of one clip: onsets (sample indices) merged within 50 ms like ``frieren
+    eval``'s references -> float32 (num_frames, slots), 1.0 in the slot where one starts."""
+    from frieren.eval.sync import merge_close_events
+
+    if samples_per_frame % slots:
+        raise ValueError(f"{slots} presence slots do not split a frame of {samples_per_frame} samples")
+    slot = samples_per_frame // slots
+    y = torch.zeros(num_frames * slots)
+    for s in merge_close_events(onsets, sample_rate):
+        if 0 <= s // slot < len(y):
+            y[s // slot] = 1.0
+    return y.reshape(num_frames, slots)
+
+
+def fit_slot_head(feats: Sequence[torch.Tensor], labels: Sequence[torch.Tensor], *, steps: int = 600,
+                  lr: float = 1e-2, weight_decay: float = 1e-4, seed: int = 0) -> Tuple[torch.nn.Linear, Dict[str, float]]:
+    """A linear slot presence head: frozen normalised features (N_c, D) per clip and their slot
+    labels (N_c, S) -> (Linear D -> S fitted by full-batch Adam on the binary cross-entropy,
+    {"loss", "precision", "recall"} on these frames at logit 0). Deterministic per ``seed``."""
+    x = torch.cat([f.float() for f in feats])
+    y = torch.cat([t.float() for t in labels])
+    if x.shape[0] != y.shape[0] or not len(x):
+        raise ValueError(f"{x.shape[0]} feature frames vs {y.shape[0]} labelled frames")
+    g = torch.Generator().manual_seed(seed)
+    head = torch.nn.Linear(x.shape[1], y.shape[1])
+    with torch.no_grad():
+        bound = 1.0 / x.shape[1] ** 0.5
+        head.weight.uniform_(-bound, bound, generator=g)
+        head.bias.zero_()
+    opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=weight_decay)
+    with torch.enable_grad():
+        for _ in range(steps):
+            opt.zero_grad()
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(head(x), y)
+            loss.backward()
+            opt.step()
+    with torch.no_grad():
+        said, hit = head(x) > 0, y > 0.5
+        scores = {"loss": float(torch.nn.functional.binary_cross_entropy_with_logits(head(x), y)),
+                  "precision": float((said & hit).sum() / said.sum().clamp_min(1)),
+                  "recall": float((said & hit).sum() / hit.sum().clamp_min(1))}
+    return head.eval(), scores
+
+
 def choose_threshold(logits: Sequence[np.ndarray], onsets: Sequence[Sequence[int]], samples_per_frame: int,
                      sample_rate: int, grid: Sequence[float] = THRESHOLD_GRID) -> Tuple[float, Dict[str, float]]:
     """The logit threshold of ``grid`` with the best onset F1 ±125 ms over all clips.
 
-    logits: per clip (N_c,) presence logits; onsets: per clip the reference onsets (samples; merged
-    like ``frieren eval`` here). -> (threshold, {"f1", "precision", "recall"} at it). Ties go to the
-    lowest threshold of the grid."""
+    logits: per clip (N_c,) presence logits, or (N_c, S) with S slots per frame (:func:`slot_onsets`);
+    onsets: per clip the reference onsets (samples; merged like ``frieren eval`` here). ->
+    (threshold, {"f1", "precision", "recall"} at it). Ties go to the lowest threshold of the grid."""
     from frieren.eval.sync import match, merge_close_events
 
     if len(logits) != len(onsets) or not logits:
@@ -55,7 +123,7 @@ def choose_threshold(logits: Sequence[np.ndarray], onsets: Sequence[Sequence[int
     for t in grid:
         m = d = e = 0
         for x, ref in zip(logits, refs):
-            s = match(frame_onsets(np.asarray(x), t, samples_per_frame), ref, sample_rate, TOLERANCE_MS)
+            s = match(slot_onsets(np.asarray(x), t, samples_per_frame, sample_rate), ref, sample_rate, TOLERANCE_MS)
             m, d, e = m + s.matched, d + s.detected, e + s.events
         p, r = m / max(d, 1), m / max(e, 1)
         f1 = 2 * p * r / (p + r) if p + r else 0.0
@@ -66,7 +134,8 @@ def choose_threshold(logits: Sequence[np.ndarray], onsets: Sequence[Sequence[int
 
 def validation_threshold(cavp, preset, record: Path, seconds: float = 8.0, clips: int = VALIDATION_CLIPS,
                          seed0: int = VALIDATION_SEED0) -> float:
-    """The threshold of ``cavp``'s presence head (a CAVPVideoEncoder with ``presence_channel``),
+    """The threshold of ``cavp``'s presence head (a CAVPVideoEncoder with ``presence_channel``; one
+    threshold for all its slots),
     chosen on ``clips`` validation clips rendered from ``seed0``. The choice and its scores are kept
     in the JSON file ``record`` and reused while the CAVP's weights are the same."""
     from frieren.eval.table import render_clips

@@ -32,16 +32,22 @@ class Run:
         est = self._recorded_size(args, "estimator", (("hidden_size", "estimator_hidden"), ("depth", "estimator_depth")))
         if est:
             self.preset = dataclasses.replace(self.preset, estimator=dataclasses.replace(self.preset.estimator, **est))
-        cavp = self._recorded_size(args, "cavp", (("depth", "cavp_depth"), ("presence_channel", "presence_channel")))
+        cavp = self._recorded_size(args, "cavp", (("depth", "cavp_depth"), ("presence_channel", "presence_channel"),
+                                                  ("presence_slots", "presence_slots")))
         presence = bool(cavp.pop("presence_channel", False))
+        slots = int(cavp.pop("presence_slots", 1))
         if cavp:
             self.preset = dataclasses.replace(self.preset, cavp=dataclasses.replace(self.preset.cavp, **cavp))
         if presence:
             from frieren.config import with_presence_channel
-            self.preset = with_presence_channel(self.preset)
-        elif getattr(args, "presence_channel_train", "head") != "head":
-            raise SystemExit("--presence-channel-train says what the presence channel holds while training; "
-                             "it needs --presence-channel (in this command or recorded in the run dir)")
+            if self.preset.geometry.samples_per_frame % slots:
+                raise SystemExit(f"--presence-slots {slots} does not split a visual frame of "
+                                 f"{self.preset.geometry.samples_per_frame} samples into equal slots; use a divisor "
+                                 f"(for example latents_per_frame = {self.preset.geometry.latents_per_frame})")
+            self.preset = with_presence_channel(self.preset, slots=slots)
+        elif getattr(args, "presence_channel_train", "head") != "head" or slots != 1:
+            raise SystemExit("--presence-channel-train and --presence-slots say what the presence channel holds; "
+                             "each needs --presence-channel (in this command or recorded in the run dir)")
         self.progress = not args.no_progress
         self._clips = {}
         self._windows = {}
@@ -182,7 +188,10 @@ class Run:
         cfg = self.preset.cavp
         state = self.final("cavp")["state"]
         weights = sub_state(state, "video.")
-        if cfg.presence_channel:
+        if cfg.presence_channel and cfg.presence_slots > 1:
+            weights.update({f"presence_head.{k}": v for k, v in self.slot_head(weights).items()})
+            weights["presence_threshold"] = torch.zeros(())
+        elif cfg.presence_channel:
             head = sub_state(state, "presence_head.")
             if not head:
                 raise SystemExit(f"--presence-channel needs a CAVP with a presence head, and {self.dir / 'cavp'} has "
@@ -200,6 +209,57 @@ class Run:
             cavp.presence_threshold.fill_(threshold)
         return cavp.eval()
 
+    def clip_onsets(self, clips) -> list:
+        """Per clip (of the flow stages' cache) the synthetic world's onset samples
+        (:mod:`frieren.training.onset_labels`)."""
+        from frieren.training.onset_labels import synthetic_onsets
+        onsets = synthetic_onsets([c.key for c in clips], self.args.clip_seconds, self.preset.geometry.sample_rate,
+                                  self.cache_dir("flow") / "onsets.json", workers=max(1, getattr(self.args, "data_workers", 1)),
+                                  progress=self.progress)
+        return [onsets[c.key] for c in clips]
+
+    def slot_labels(self, clips) -> list:
+        """Per clip its slot presence labels (N_c, presence_slots) (:func:`onset_slot_labels`)."""
+        from frieren.training.presence import onset_slot_labels
+        g = self.preset.geometry
+        return [onset_slot_labels(o, c.num_frames, g.samples_per_frame, self.preset.cavp.presence_slots, g.sample_rate)
+                for o, c in zip(self.clip_onsets(clips), clips)]
+
+    def slot_head(self, video_weights: dict) -> dict:
+        """``--presence-slots`` > 1: the slot presence head's weights, a linear map of the CAVP's frozen
+        features of the flow stages' clips to their slot labels (:func:`fit_slot_head`), fitted once
+        per CAVP and kept in ``<run>/cavp/presence_slot_head.pt``."""
+        import dataclasses
+
+        from frieren.models.cavp import CAVPVideoEncoder
+        from frieren.training.data import state_fingerprint
+        from frieren.training.presence import fit_slot_head
+        slots = self.preset.cavp.presence_slots
+        path = self.stage_dir("cavp") / "presence_slot_head.pt"
+        w = self.windows("flow")
+        fp = state_fingerprint(video_weights) + f"-{slots}-{len(w.clips)}"
+        if path.is_file():
+            kept = torch.load(path, map_location="cpu", weights_only=True)
+            if kept.get("fingerprint") == fp:
+                return kept["state"]
+        labels = self.slot_labels(w.clips)
+        video = CAVPVideoEncoder(dataclasses.replace(self.preset.cavp, presence_channel=False))
+        video.load_state_dict(video_weights)
+        video.eval()
+        from tqdm import tqdm
+        with torch.no_grad():
+            feats = [video.extract(c.frames.float() / 255.0) for c in tqdm(w.clips, desc="slot head features",
+                                                                            unit="clip", disable=not self.progress)]
+        head, scores = fit_slot_head(feats, labels, seed=self.args.seed)
+        log.info("slot presence head (%d slots) fitted on %d clips: precision %.3f, recall %.3f at logit 0 on them",
+                 slots, len(feats), scores["precision"], scores["recall"])
+        state = {k: v.detach().clone() for k, v in head.state_dict().items()}
+        if self.ctx.is_main:
+            tmp = path.with_suffix(".tmp")
+            torch.save({"state": state, "fingerprint": fp, "scores": scores}, tmp)
+            tmp.replace(path)
+        return state
+
     def latents(self):
         if self._latents is None:
             from frieren.training.data import build_latent_cache, state_fingerprint
@@ -216,7 +276,8 @@ class Run:
             self._latents = build_latent_cache(w.clips, w.windows, cavp, vae, self.preset, cache,
                                                scale, fp, progress=False)
             if self.preset.cavp.presence_channel and getattr(self.args, "presence_channel_train", "head") == "truth":
-                self._latents.feats = presence_truth(self._latents.feats, w.clips)
+                slots = self.slot_labels(w.clips) if self.preset.cavp.presence_slots > 1 else None
+                self._latents.feats = presence_truth(self._latents.feats, w.clips, slots)
         return self._latents
 
     def flow_modules(self, init_from: Optional[str]):
@@ -269,9 +330,13 @@ def check_flow_clips(args: argparse.Namespace) -> None:
                          f"pick another --flow-synthetic-seed")
 
 
-def presence_truth(feats, clips):
-    """``--presence-channel-train truth``: each clip's condition (N_c, D + 1) with its last channel
-    replaced by the ground truth, 1.0 where an impact starts in the frame (synthetic clips' labels)."""
+def presence_truth(feats, clips, slot_labels=None):
+    """``--presence-channel-train truth``: each clip's condition (N_c, D + S) with its last S channels
+    replaced by the ground truth: with one slot 1.0 where an impact starts in the frame (the
+    synthetic clips' labels), else ``slot_labels`` (per clip (N_c, S), :meth:`Run.slot_labels`)."""
+    if slot_labels is not None:
+        s = slot_labels[0].shape[1]
+        return [torch.cat([f[:, :-s], y[:len(f)].to(f.dtype)], 1) for f, y in zip(feats, slot_labels)]
     if any(c.frame_material is None for c in clips):
         raise SystemExit("--presence-channel-train truth needs per-frame impact labels, which only synthetic clips "
                          "carry: train on --synthetic data, or use --presence-channel-train head")

@@ -37,7 +37,7 @@ def test_the_condition_is_the_feature_and_the_heads_decision():
     video = torch.rand(2, 6, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         feats = cavp(video, normalize=True)
-        logits = cavp.presence_logits(feats)                                   # (2, 6)
+        logits = cavp.presence_logits(feats)[..., 0]                           # (2, 6): one slot
         threshold = float(logits.median())
         cavp.presence_threshold.fill_(threshold)
         cond = cavp.condition(video)

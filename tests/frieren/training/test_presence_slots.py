@@ -1,0 +1,114 @@
+"""`--presence-slots S`: the presence channel says in which slot of each frame an onset starts."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from frieren import train_cli
+from frieren.checkpoints import load_bundle
+from frieren.config import get_preset, with_presence_channel
+from frieren.training.presence import choose_threshold, fit_slot_head, frame_onsets, onset_slot_labels, slot_onsets
+
+
+def test_the_preset_widens_the_condition_by_one_channel_per_slot():
+    base = get_preset("tiny")
+    p = with_presence_channel(base, slots=4)
+    assert p.cavp.presence_slots == 4 and p.cond.origin_dim == base.cavp.embed_dim + 4 == p.cavp.condition_dim
+    assert with_presence_channel(p, on=False) == base
+    with pytest.raises(ValueError, match="presence_slots"):
+        with_presence_channel(base, slots=0)
+
+
+def test_slot_labels_mark_where_each_merged_onset_starts():
+    """Frames of 100 samples at 1000 Hz, 4 slots of 25: onsets at 10 and 40 (30 ms apart: one audible
+    onset, the first kept), 130 and 199 (frame 1, slots 1 and 3), one past the clip ignored."""
+    y = onset_slot_labels([40, 10, 130, 199, 900], num_frames=3, samples_per_frame=100, slots=4, sample_rate=1000)
+    assert y.shape == (3, 4) and y.dtype == torch.float32
+    assert y.nonzero().tolist() == [[0, 0], [1, 1], [1, 3]]
+    with pytest.raises(ValueError, match="do not split"):
+        onset_slot_labels([], 3, 100, 3, 1000)
+
+
+def test_the_slot_detector_places_onsets_at_slot_centres_and_merges_neighbours():
+    logits = np.full((3, 4), -5.0)
+    logits[0, 1] = logits[0, 2] = 2.0        # two neighbouring slots, 25 ms apart: one onset
+    logits[2, 3] = 1.0
+    assert slot_onsets(logits, 0.0, 100, 1000).tolist() == [37, 287]
+    assert slot_onsets(logits, 1.5, 100, 1000).tolist() == [37]
+    one = np.array([-1.0, 2.0, 0.5])
+    assert np.array_equal(slot_onsets(one[:, None], 0.0, 100, 1000), frame_onsets(one, 0.0, 100))
+    # the threshold search reads slots too: the onset in frame 1, slot 2 is found at its slot's centre
+    t, s = choose_threshold([np.where(np.arange(12).reshape(3, 4) == 6, 3.0, -3.0)], [[162]], 100, 1000)
+    assert s == {"f1": 1.0, "precision": 1.0, "recall": 1.0} and -3.0 <= t < 3.0
+
+
+def test_the_fitted_head_learns_separable_slot_labels():
+    g = torch.Generator().manual_seed(0)
+    labels = [(torch.rand(40, 4, generator=g) < 0.3).float() for _ in range(3)]
+    feats = [torch.cat([2 * y - 1, torch.zeros(40, 4)], 1) + 0.3 * torch.randn(40, 8, generator=g) for y in labels]
+    head, scores = fit_slot_head(feats, labels, steps=300)
+    assert head.weight.shape == (4, 8)
+    with torch.no_grad():
+        pred = head(torch.cat(feats)) > 0
+    assert (pred == (torch.cat(labels) > 0.5)).float().mean() > 0.99
+    assert scores["precision"] > 0.95 and scores["recall"] > 0.95
+    again, _ = fit_slot_head(feats, labels, steps=300)
+    assert torch.equal(again.weight, head.weight)               # deterministic
+
+
+def test_a_run_with_slots_trains_on_the_worlds_onsets_loads_and_generates(tmp_path, tiny_recipe_args):
+    from frieren.synth import SceneConfig, render_clip
+
+    run, out = tmp_path / "run", tmp_path / "bundle"
+    assert train_cli.main(tiny_recipe_args(run, out, "--presence-channel", "--presence-slots", "4",
+                                           "--presence-channel-train", "truth", "--presence-validation-clips", "2")) == 0
+    assert json.loads((run / "cavp.json").read_text()) == {"presence_channel": True, "presence_slots": 4}
+    fitted = torch.load(run / "cavp" / "presence_slot_head.pt", weights_only=True)
+    chosen = json.loads((run / "cavp" / "presence_threshold.json").read_text())
+
+    stack, info = load_bundle(out)
+    p = info.preset
+    assert p.cavp.presence_slots == 4 and p.cond.origin_dim == p.cavp.embed_dim + 4
+    assert torch.equal(stack.cavp.presence_head.weight, fitted["state"]["weight"])
+    assert float(stack.cavp.presence_threshold) == pytest.approx(chosen["threshold"])
+
+    # the flow stages saw the world's onsets in the four channels, recomputed here from the seeds
+    import argparse
+
+    from frieren.training.run import Run
+    argv = tiny_recipe_args(run, out, "--presence-channel-train", "truth")
+    ap = argparse.ArgumentParser()
+    train_cli.add_arguments(ap)
+    lat = Run(ap.parse_args(argv)).latents()
+    g = p.geometry
+    for seed, f in zip((7, 8), lat.feats):
+        events = render_clip(seed, SceneConfig(duration_s=3.0, sample_rate=g.sample_rate)).events
+        onsets = [e.sample for e in events if e.kind in ("impact", "continuous_start")]
+        assert torch.equal(f[:, -4:], onset_slot_labels(onsets, len(f), g.samples_per_frame, 4, g.sample_rate))
+    assert any(bool(f[:, -4:].any()) for f in lat.feats)
+    assert set(json.loads((run / "cache" / "onsets.json").read_text())["onsets"]) == {"synth_000007", "synth_000008"}
+
+    # offline generation reads the four channels from the fitted head
+    from frieren.pipeline import OfflineGenerator
+    frames = torch.rand(20, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    cond = stack.cavp.extract_condition(frames)
+    assert cond.shape == (20, p.cavp.embed_dim + 4) and set(cond[:, -4:].unique().tolist()) <= {0.0, 1.0}
+    audio = OfflineGenerator(stack).generate_frames(frames, 20 * g.samples_per_frame).audio
+    assert np.isfinite(np.asarray(audio)).all() and len(audio) == 20 * g.samples_per_frame
+
+
+def test_slots_that_do_not_split_a_frame_or_come_without_the_channel_are_refused(tmp_path, tiny_recipe_args):
+    with pytest.raises(SystemExit, match="does not split a visual frame"):
+        train_cli.main(tiny_recipe_args(tmp_path / "a", tmp_path / "b", "--presence-channel", "--presence-slots", "3"))
+    with pytest.raises(SystemExit, match="needs --presence-channel"):
+        train_cli.main(tiny_recipe_args(tmp_path / "c", tmp_path / "d", "--presence-slots", "4"))
+
+
+def test_the_slot_head_refuses_clips_that_are_not_synthetic(tmp_path):
+    from frieren.training.onset_labels import synthetic_onsets
+
+    with pytest.raises(SystemExit, match="not a synthetic clip"):
+        synthetic_onsets(["my_holiday_video"], 3.0, 16000, tmp_path / "onsets.json")
