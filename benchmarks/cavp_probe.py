@@ -152,15 +152,19 @@ def event_head_series(checkpoint: str, preset, clips, slots: int, head: str = "e
     (trained without ``--cavp-event-weight``). A head trained with ``--cavp-event-offset O``
     reads period t from frame t + O: its series is moved O frames earlier, and the last O
     frames' periods, which no frame of the clip covers, get the series' minimum.
-    ``head="presence"``: the presence head's logit per frame instead (N,), (``--cavp-presence-weight``;
-    ``slots`` is then ignored), None without one."""
+    ``head="presence"``: the presence head's logit per frame instead, (N,) (``--cavp-presence-weight``),
+    or (N, S) for a bundle's ``--presence-slots S`` head (``slots`` is then ignored), None without one."""
     if head not in HEADS:
         raise ValueError(f"unknown head {head!r}; choose one of {HEADS}")
     state = load_stage_state(checkpoint)
     if f"{head}_head.weight" not in state:
         return None
     if head == "presence":
-        weight, bias, offset, slots = state["presence_head.weight"], state["presence_head.bias"], 0, 1
+        weight, bias = state["presence_head.weight"], state["presence_head.bias"]
+        enc = cavp_encoder(checkpoint, preset, state)
+        with torch.no_grad():
+            series = [(enc(c.frames[None], normalize=True)[0] @ weight.T + bias).numpy() for c in clips]
+        return [x[:, 0] if x.shape[1] == 1 else x for x in series]
     else:
         weight, bias = state["event_head.weight"][:slots], state["event_head.bias"][:slots]
         offset = int(state["event_offset_frames"]) if "event_offset_frames" in state else 0
@@ -182,16 +186,14 @@ def event_head_onsets(checkpoint: str, preset, clips, slots: int, tune_clips: in
     its series above a threshold become onsets at their slot's centre; the threshold maximises
     F1 +-125 ms on the first ``tune_clips`` clips, against the same merged events and matching
     as ``frieren eval``. -> (threshold, detected sample indices per clip), or None without a head.
-    ``head="presence"`` reads the presence head's logits (one slot per frame): every frame above
-    the threshold is an onset at its centre (no peak picking)."""
+    ``head="presence"`` reads the presence head's logits: every frame (or slot of a frame) above
+    the threshold is an onset at its centre (no peak picking; slots merged within 50 ms)."""
     from frieren.eval.sync import match, merge_close_events
-    from frieren.training.presence import frame_onsets
+    from frieren.training.presence import slot_onsets
 
     series = event_head_series(checkpoint, preset, clips, slots, head)
     if series is None:
         return None
-    if head == "presence":
-        slots = 1
     sr = preset.geometry.sample_rate
     slot_len = preset.geometry.samples_per_frame // slots
     events = [merge_close_events(c.onsets, sr) for c in clips]
@@ -201,7 +203,7 @@ def event_head_onsets(checkpoint: str, preset, clips, slots: int, tune_clips: in
         # neighbouring frames often both hold one: each frame above the threshold is an onset.
         # (the rule the training's --presence-channel threshold is chosen with)
         if head == "presence":
-            return [frame_onsets(x, threshold, slot_len) for x in series]
+            return [slot_onsets(x, threshold, preset.geometry.samples_per_frame, sr) for x in series]
         return [_peaks(x, threshold) * slot_len + slot_len // 2 for x in series]
 
     def f1(threshold: float) -> float:

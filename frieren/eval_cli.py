@@ -62,6 +62,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="CAVP stage checkpoint with the trained audio branch (skipped with a warning if missing)")
     p.add_argument("--no-vocoder-row", action="store_true",
                    help="omit the reference rows 'GT mel + vocoder' and 'GT mel + VAE + vocoder'")
+    p.add_argument("--presence-truth", action="store_true",
+                   help="also score each model that has the presence channel with the channel set to the synthetic "
+                        "world's truth (a perfect presence head): the generator's ceiling given one")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG (no matplotlib needed)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
@@ -113,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
                      classifier_clips=args.classifier_clips,
                      fd_embeddings=tuple(x for x in args.fd.split(",") if x),
                      cavp_checkpoint=args.cavp_checkpoint, device=args.device,
-                     vocoder_row=not args.no_vocoder_row)
+                     vocoder_row=not args.no_vocoder_row, presence_truth=args.presence_truth)
     result = run_eval(cfg)
     result["command"] = _command(args)
     paths = write_outputs(result, Path(args.out), png=not args.no_plot)

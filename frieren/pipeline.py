@@ -15,7 +15,7 @@ import math
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -119,8 +119,13 @@ class OfflineGenerator:
 
     @torch.no_grad()
     def generate_frames(self, frames: torch.Tensor, num_samples: int,
-                        options: GenerateOptions = GenerateOptions()) -> GenerationResult:
-        """frames (N, 3K, S, S) in [0, 1], sampled on the audio clock -> audio of num_samples."""
+                        options: GenerateOptions = GenerateOptions(),
+                        condition_edit: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> GenerationResult:
+        """frames (N, 3K, S, S) in [0, 1], sampled on the audio clock -> audio of num_samples.
+
+        ``condition_edit`` (diagnostics): a function of the clip's condition (N', condition_dim), N'
+        >= the frames needed (the last frame repeated), returning the condition to generate from
+        instead (same shape; ``frieren eval --presence-truth`` puts the world's onsets there)."""
         from tqdm import tqdm
 
         g = self.geometry
@@ -139,6 +144,12 @@ class OfflineGenerator:
         with self._autocast(options.dtype):
             feats = self.stack.cavp.extract_condition(frames.to(self.device),
                                                       chunk_frames=self.preset.cavp.chunk_frames)
+            if condition_edit is not None:
+                edited = condition_edit(feats)
+                if edited.shape != feats.shape:
+                    raise ValueError(f"condition_edit returned {tuple(edited.shape)}, not the condition's "
+                                     f"{tuple(feats.shape)}")
+                feats = edited.to(feats)
             mel_per_frame = g.latents_per_frame * g.mel_per_latent
             total_mel = padded * mel_per_frame
             mel_sum = torch.zeros(self.preset.mel.n_mels, total_mel, device=self.device)

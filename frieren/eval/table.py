@@ -67,6 +67,9 @@ class EvalConfig:
     cavp_checkpoint: Optional[str] = "runs/default_v11/cavp/final.pt"
     device: str = "cpu"
     vocoder_row: bool = True
+    # Diagnostic rows: each model with the presence channel again, the channel set to the world's
+    # truth (what a perfect presence head would say; the generator's ceiling given one).
+    presence_truth: bool = False
 
 
 @dataclass
@@ -97,6 +100,18 @@ def render_clips(seeds: Sequence[int], seconds: float, preset) -> List[HeldOutCl
                                [e.sample for e in clip.events if e.kind in ONSET_KINDS],
                                [s for s, _ in imp], [m for _, m in imp], tuple(clip.events)))
     return out
+
+
+def _truth_edit(clip: HeldOutClip, preset):
+    """A ``condition_edit`` that sets the presence channels of ``clip``'s condition to the world's truth."""
+    from frieren.training.presence import truth_channels
+
+    g, slots = preset.geometry, preset.cavp.presence_slots
+
+    def edit(cond: torch.Tensor) -> torch.Tensor:
+        truth = truth_channels(clip.events, cond.shape[0], g.samples_per_frame, slots, g.sample_rate)
+        return torch.cat([cond[:, :-slots], truth.to(cond)], 1)
+    return edit
 
 
 def reference_audio(gen, mel: torch.Tensor, through_vae: bool) -> np.ndarray:
@@ -246,7 +261,15 @@ def run_eval(cfg: EvalConfig, progress: bool = True) -> Dict[str, object]:
                    "s_per_window": float(np.mean(per_window))}
             row.update(scorer.score(audios))
             rows.append(row)
-            last_audios = audios
+            last_audios, last_row = audios, row
+            if cfg.presence_truth and stack.preset.cavp.presence_channel:
+                truth = {"model": f"{spec.name}, presence channel = the world's truth", "steps": int(steps),
+                         "cfg_scale": cfg_scale, "nfe": row["nfe"], "s_per_window": None}
+                truth.update(scorer.score([gen.generate_frames(c.frames, len(c.audio),
+                                                               GenerateOptions(steps=steps, seed=c.seed, progress=False),
+                                                               condition_edit=_truth_edit(c, stack.preset)).audio
+                                           for c in clips]))
+                rows.append(truth)
             if progress:
                 log.info("%s %d steps: F1@45 %.3f F1@125 %.3f mat %.3f %s mel L1 %.3f %.1f ms/window",
                          spec.name, steps, row["f1_45ms"], row["f1_125ms"], row["material_acc"] or float("nan"),
@@ -254,8 +277,8 @@ def run_eval(cfg: EvalConfig, progress: bool = True) -> Dict[str, object]:
                          row["mel_l1"], 1000 * row["s_per_window"])
 
     if len(clips) > 1 and rows[-1]["steps"] is not None:
-        # Chance level of the sync metrics: the last row's audio against another clip's events.
-        ctl = {"model": f"control: {rows[-1]['model']} {rows[-1]['steps']}-step vs another clip's events",
+        # Chance level of the sync metrics: the last model row's audio against another clip's events.
+        ctl = {"model": f"control: {last_row['model']} {last_row['steps']}-step vs another clip's events",
                "steps": None, "cfg_scale": None, "nfe": None, "s_per_window": None, "material_acc": None,
                "impacts": None, "mel_l1": None, **{f"fd_{k}": None for k in embeddings}}
         ctl.update(scorer.sync(last_audios, [clips[(i + 1) % len(clips)].onsets for i in range(len(clips))]))

@@ -38,7 +38,7 @@ TOLERANCE_MS = 125.0
 THRESHOLD_GRID = tuple(float(x) for x in np.round(np.linspace(-4.0, 4.0, 81), 6))
 
 __all__ = ["VALIDATION_SEED0", "VALIDATION_CLIPS", "choose_threshold", "validation_threshold",
-           "onset_slot_labels", "fit_slot_head", "slot_onsets"]
+           "onset_slot_labels", "truth_channels", "fit_slot_head", "slot_onsets"]
 
 
 def frame_onsets(logits: np.ndarray, threshold: float, samples_per_frame: int) -> np.ndarray:
@@ -75,6 +75,22 @@ def onset_slot_labels(onsets: Sequence[int], num_frames: int, samples_per_frame:
         if 0 <= s // slot < len(y):
             y[s // slot] = 1.0
     return y.reshape(num_frames, slots)
+
+
+def truth_channels(events, num_frames: int, samples_per_frame: int, slots: int, sample_rate: int) -> torch.Tensor:
+    """What a perfect presence head would say of a synthetic clip, the channels ``--presence-channel-train
+    truth`` trains on: events (synth Events) -> float32 (num_frames, slots); one slot: 1.0 in every
+    frame where an impact starts, more: :func:`onset_slot_labels` of its onsets."""
+    from frieren.eval.table import ONSET_KINDS
+
+    if slots == 1:
+        y = torch.zeros(num_frames, 1)
+        for e in events:
+            if e.kind == "impact" and 0 <= e.sample // samples_per_frame < num_frames:
+                y[e.sample // samples_per_frame, 0] = 1.0
+        return y
+    return onset_slot_labels([e.sample for e in events if e.kind in ONSET_KINDS], num_frames, samples_per_frame,
+                             slots, sample_rate)
 
 
 def fit_slot_head(feats: Sequence[torch.Tensor], labels: Sequence[torch.Tensor], *, steps: int = 600,

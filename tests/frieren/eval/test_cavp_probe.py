@@ -133,6 +133,24 @@ def test_the_presence_head_is_read_as_one_logit_per_frame(tmp_path, benchmark_mo
         mod.event_head_series(str(path), preset, clips, 4, head="material")
 
 
+def test_a_slot_presence_head_is_read_as_one_logit_per_slot(tmp_path, benchmark_module):
+    mod = benchmark_module("cavp_probe")
+    torch.set_num_threads(1)
+    preset = get_preset("tiny")
+    torch.manual_seed(0)
+    enc = CAVPVideoEncoder(preset.cavp)
+    head = torch.nn.Linear(preset.cavp.embed_dim, 4)
+    path = tmp_path / "slots.pt"
+    torch.save({"state": {**{f"video.{k}": v for k, v in enc.state_dict().items()},
+                          "presence_head.weight": head.weight.detach(), "presence_head.bias": head.bias.detach()}}, path)
+    size = preset.cavp.image_size
+    clips = [SimpleNamespace(frames=torch.rand(8, 3, size, size, generator=torch.Generator().manual_seed(1)))]
+    series, = mod.event_head_series(str(path), preset, clips, 1, head="presence")
+    with torch.no_grad():
+        want = head(enc(clips[0].frames[None], normalize=True)[0]).numpy()
+    assert series.shape == (8, 4) and np.allclose(series, want, atol=1e-6)
+
+
 def test_the_presence_head_marks_every_frame_above_its_threshold(monkeypatch, benchmark_module):
     """Neighbouring impact frames are both onsets (no peak picking), the event head keeps its peaks."""
     mod = benchmark_module("cavp_probe")

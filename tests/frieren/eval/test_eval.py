@@ -194,3 +194,48 @@ def test_each_model_is_left_out_with_an_empty_name_or_none(tmp_path):
         assert names("--teacher", skip, "--reflow", str(bundle), "--distilled", str(bundle)) == \
             ["reflow", "reflow+distill"]
     assert names("--teacher", "", "--reflow", "") == ["reflow+distill"]     # the shipped model by default
+
+
+def test_presence_truth_rows_score_the_generator_told_the_worlds_onsets(tmp_path):
+    """--presence-truth: one more row per step count of a model with the presence channel (the shipped
+    one has it), generated from a condition whose channel is the world's truth; the edit really reaches
+    the generator (the audio differs from the head's)."""
+    from frieren.bundles import default_bundle_available, load_model
+    from frieren.eval.table import _truth_edit, render_clips
+    from frieren.eval_cli import main
+    from frieren.pipeline import GenerateOptions, OfflineGenerator
+
+    if not default_bundle_available():
+        pytest.skip("shipped default bundle missing")
+    stack, _ = load_model(None)
+    if not stack.preset.cavp.presence_channel:
+        pytest.skip("the shipped model has no presence channel")
+    clip, = render_clips([900000], 3.0, stack.preset)
+    gen, opts = OfflineGenerator(stack), GenerateOptions(steps=1, seed=1, progress=False)
+    seen = []
+
+    def edit(cond):
+        out = _truth_edit(clip, stack.preset)(cond)
+        seen.append((cond.clone(), out))
+        return out
+    told = gen.generate_frames(clip.frames, len(clip.audio), opts, condition_edit=edit).audio
+    head = gen.generate_frames(clip.frames, len(clip.audio), opts).audio
+    (cond, out), = seen
+    s = stack.preset.cavp.presence_slots
+    assert torch.equal(out[:, :-s], cond[:, :-s]) and set(out[:, -s:].unique().tolist()) <= {0.0, 1.0}
+    assert not torch.equal(out[:, -s:], cond[:, -s:]) and not np.array_equal(told, head)
+    with pytest.raises(ValueError, match="condition_edit returned"):
+        gen.generate_frames(clip.frames, len(clip.audio), opts, condition_edit=lambda c: c[:, 1:])
+
+    out_dir = tmp_path / "eval"
+    torch_threads = torch.get_num_threads()
+    try:
+        assert main(["--teacher", "", "--reflow", "", "--clips", "2", "--seconds", "3", "--classifier-clips", "4",
+                     "--fd", "logmel", "--no-plot", "--no-vocoder-row", "--presence-truth", "--out", str(out_dir)]) == 0
+    finally:
+        torch.set_num_threads(torch_threads)
+    rows = json.loads((out_dir / "table.json").read_text())["rows"]
+    names = [r["model"] for r in rows]
+    assert names[1:3] == ["reflow+distill", "reflow+distill, presence channel = the world's truth"]
+    assert 0.0 <= rows[2]["f1_125ms"] <= 1.0 and rows[2]["steps"] == 1
+    assert rows[-1]["model"].startswith("control: reflow+distill 1-step")

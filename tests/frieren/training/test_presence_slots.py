@@ -98,6 +98,12 @@ def test_a_run_with_slots_trains_on_the_worlds_onsets_loads_and_generates(tmp_pa
     assert cond.shape == (20, p.cavp.embed_dim + 4) and set(cond[:, -4:].unique().tolist()) <= {0.0, 1.0}
     audio = OfflineGenerator(stack).generate_frames(frames, 20 * g.samples_per_frame).audio
     assert np.isfinite(np.asarray(audio)).all() and len(audio) == 20 * g.samples_per_frame
+    # and so does streaming
+    from frieren.streaming import StreamingGenerator, WindowJob
+    job = WindowJob(frames=frames[:g.frames_per_window], noise=torch.randn(p.estimator.in_channels, g.latent_frames),
+                    emit_start=0, emit_length=g.samples_per_frame)
+    out_audio = StreamingGenerator(stack).run([job]).audio[0]
+    assert out_audio.shape == (g.samples_per_frame,) and torch.isfinite(out_audio).all()
 
 
 def test_slots_that_do_not_split_a_frame_or_come_without_the_channel_are_refused(tmp_path, tiny_recipe_args):
@@ -112,3 +118,15 @@ def test_the_slot_head_refuses_clips_that_are_not_synthetic(tmp_path):
 
     with pytest.raises(SystemExit, match="not a synthetic clip"):
         synthetic_onsets(["my_holiday_video"], 3.0, 16000, tmp_path / "onsets.json")
+
+
+def test_the_truth_channels_are_impact_frames_or_onset_slots():
+    from frieren.synth.config import Event
+    from frieren.training.presence import truth_channels
+
+    def ev(sample, kind="impact"):
+        return Event(time_s=sample / 1000, sample=sample, kind=kind, source="floor", material="wood",
+                     strength=0.5, speed=1.0, position=(0.5, 0.9))
+    events = [ev(30), ev(160, "continuous_start"), ev(260), ev(275, "continuous_stop")]
+    assert truth_channels(events, 3, 100, 1, 1000)[:, 0].tolist() == [1.0, 0.0, 1.0]   # impacts only
+    assert truth_channels(events, 3, 100, 4, 1000).nonzero().tolist() == [[0, 1], [1, 2], [2, 2]]
