@@ -156,6 +156,10 @@ class CAVPConfig:
     # starts). More than one slot comes with a head fitted on the frozen features
     # (frieren.training.presence), not the CAVP stage's.
     presence_slots: int = 1
+    # With ``presence_channel``: the head reads the features of a network of its own (the video
+    # branch's architecture, fine-tuned from it on the slot labels: ``presence_net``), not the
+    # generator's features; the condition's features stay the CAVP's.
+    presence_detector: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inflate", tuple(int(bool(v)) for v in self.inflate))
@@ -320,11 +324,12 @@ def with_subframes(preset: Preset, subframes: int) -> Preset:
                                cavp=dataclasses.replace(preset.cavp, subframes=int(subframes)))
 
 
-def with_presence_channel(preset: Preset, on: bool = True, slots: int = 1) -> Preset:
+def with_presence_channel(preset: Preset, on: bool = True, slots: int = 1, detector: bool = False) -> Preset:
     """``preset`` whose CAVP appends its presence decision to each frame's feature (``on``), one
-    channel per slot of the frame (``slots``), the condition encoder taking those inputs too;
-    ``on=False`` removes it."""
-    cavp = dataclasses.replace(preset.cavp, presence_channel=bool(on), presence_slots=int(slots) if on else 1)
+    channel per slot of the frame (``slots``), the condition encoder taking those inputs too, the
+    head reading a detector network of its own (``detector``); ``on=False`` removes it."""
+    cavp = dataclasses.replace(preset.cavp, presence_channel=bool(on), presence_slots=int(slots) if on else 1,
+                               presence_detector=bool(detector) and bool(on))
     cond = dataclasses.replace(preset.cond, origin_dim=cavp.condition_dim)
     return dataclasses.replace(preset, cavp=cavp, cond=cond)
 

@@ -88,6 +88,10 @@ def _common(p: argparse.ArgumentParser) -> None:
                         "preset's 4: one per latent), saying in which slot an onset (impact or continuous start) "
                         "starts; the head is fitted on the frozen CAVP features of the training clips (synthetic "
                         "data only). Default 1: the CAVP stage's per-frame impact head. Recorded like --estimator-hidden")
+    p.add_argument("--presence-detector-steps", type=int, default=0, metavar="N",
+                   help="with --presence-slots > 1: fine-tune a copy of the CAVP video branch with the slot head for N "
+                        "steps on the slot labels, and let the head read that network (the generator's features stay "
+                        "the CAVP's); 0 (default): the head reads the CAVP's frozen features. Recorded")
     p.add_argument("--presence-validation-clips", type=int, default=48, metavar="N",
                    help="synthetic validation clips the --presence-channel threshold is chosen on (default 48)")
     p.add_argument("--subframes", type=int, default=1, metavar="K",

@@ -239,6 +239,9 @@ class CAVPVideoEncoder(nn.Module):
         if cfg.presence_channel:
             self.presence_head = nn.Linear(cfg.embed_dim, cfg.presence_slots)
             self.register_buffer("presence_threshold", torch.zeros(()))
+            if cfg.presence_detector:
+                self.presence_net = CAVPVideoEncoder(dataclasses.replace(cfg, presence_channel=False,
+                                                                         presence_detector=False))
         self.eval()
 
     # -- mode -------------------------------------------------------------------------------
@@ -314,19 +317,36 @@ class CAVPVideoEncoder(nn.Module):
         ``cfg.condition_dim``): the L2-normalised features, and with ``cfg.presence_channel``
         ``cfg.presence_slots`` more channels, 1.0 where the slot's presence logit exceeds
         ``presence_threshold``, else 0.0."""
-        return self._with_presence(self.forward(video, normalize=True))
+        feats = self.forward(video, normalize=True)
+        if not self.cfg.presence_channel:
+            return feats
+        seen = self.presence_net(video, normalize=True) if self.cfg.presence_detector else feats
+        return self._with_presence(feats, self.presence_logits(seen))
 
     @torch.no_grad()
     def extract_condition(self, frames: torch.Tensor, chunk_frames: Optional[int] = None) -> torch.Tensor:
         """frames (T, C, H, W) in [0, 1] → (T, ``cfg.condition_dim``), chunked like :meth:`extract`:
         the generator's condition (:meth:`condition`) of a whole clip."""
-        return self._with_presence(self.extract(frames, chunk_frames))
-
-    def _with_presence(self, feats: torch.Tensor) -> torch.Tensor:
-        """(..., embed_dim) normalised features → (..., condition_dim)."""
+        feats = self.extract(frames, chunk_frames)
         if not self.cfg.presence_channel:
             return feats
-        said = (self.presence_logits(feats) > self.presence_threshold).to(feats.dtype)
+        return self._with_presence(feats, self.extract_presence_logits(frames, chunk_frames, feats))
+
+    @torch.no_grad()
+    def extract_presence_logits(self, frames: torch.Tensor, chunk_frames: Optional[int] = None,
+                                feats: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """frames (T, C, H, W) in [0, 1] → the presence head's logits (T, presence_slots) of a whole
+        clip, from the detector network's features with ``cfg.presence_detector``, else from the
+        CAVP's (``feats``, this clip's :meth:`extract`, when already at hand)."""
+        if self.cfg.presence_detector:
+            feats = self.presence_net.extract(frames, chunk_frames)
+        elif feats is None:
+            feats = self.extract(frames, chunk_frames)
+        return self.presence_logits(feats)
+
+    def _with_presence(self, feats: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """(..., embed_dim) normalised features and the presence logits (..., slots) → (..., condition_dim)."""
+        said = (logits > self.presence_threshold).to(feats.dtype)
         return torch.cat([feats, said], dim=-1)
 
     @torch.no_grad()

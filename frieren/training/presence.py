@@ -171,7 +171,7 @@ def validation_threshold(cavp, preset, record: Path, seconds: float = 8.0, clips
     was_training = cavp.training
     cavp.eval()
     with torch.no_grad():
-        logits: List[np.ndarray] = [cavp.presence_logits(cavp.extract(c.frames)).numpy() for c in rendered]
+        logits: List[np.ndarray] = [cavp.extract_presence_logits(c.frames).numpy() for c in rendered]
     cavp.train(was_training)
     threshold, scores = choose_threshold(logits, [c.onsets for c in rendered], g.samples_per_frame, g.sample_rate)
     log.info("presence threshold %.2f (logit): onset F1 +-125 ms %.3f (P %.3f, R %.3f) on the validation clips",

@@ -32,10 +32,14 @@ class Run:
         est = self._recorded_size(args, "estimator", (("hidden_size", "estimator_hidden"), ("depth", "estimator_depth")))
         if est:
             self.preset = dataclasses.replace(self.preset, estimator=dataclasses.replace(self.preset.estimator, **est))
+        # the detector network is part of the architecture: recorded (as a flag) like the sizes
+        args.presence_detector = True if getattr(args, "presence_detector_steps", 0) > 0 else None
         cavp = self._recorded_size(args, "cavp", (("depth", "cavp_depth"), ("presence_channel", "presence_channel"),
-                                                  ("presence_slots", "presence_slots")))
+                                                  ("presence_slots", "presence_slots"),
+                                                  ("presence_detector", "presence_detector")))
         presence = bool(cavp.pop("presence_channel", False))
         slots = int(cavp.pop("presence_slots", 1))
+        detector = bool(cavp.pop("presence_detector", False))
         if cavp:
             self.preset = dataclasses.replace(self.preset, cavp=dataclasses.replace(self.preset.cavp, **cavp))
         if presence:
@@ -44,10 +48,14 @@ class Run:
                 raise SystemExit(f"--presence-slots {slots} does not split a visual frame of "
                                  f"{self.preset.geometry.samples_per_frame} samples into equal slots; use a divisor "
                                  f"(for example latents_per_frame = {self.preset.geometry.latents_per_frame})")
-            self.preset = with_presence_channel(self.preset, slots=slots)
-        elif getattr(args, "presence_channel_train", "head") != "head" or slots != 1:
-            raise SystemExit("--presence-channel-train and --presence-slots say what the presence channel holds; "
-                             "each needs --presence-channel (in this command or recorded in the run dir)")
+            if detector and slots == 1:
+                raise SystemExit("--presence-detector-steps fine-tunes the slot presence head's network; it needs "
+                                 "--presence-slots > 1 (for example 4)")
+            self.preset = with_presence_channel(self.preset, slots=slots, detector=detector)
+        elif getattr(args, "presence_channel_train", "head") != "head" or slots != 1 or detector:
+            raise SystemExit("--presence-channel-train, --presence-slots and --presence-detector-steps say what the "
+                             "presence channel holds; each needs --presence-channel (in this command or recorded "
+                             "in the run dir)")
         self.progress = not args.no_progress
         self._clips = {}
         self._windows = {}
@@ -189,7 +197,11 @@ class Run:
         state = self.final("cavp")["state"]
         weights = sub_state(state, "video.")
         if cfg.presence_channel and cfg.presence_slots > 1:
-            weights.update({f"presence_head.{k}": v for k, v in self.slot_head(weights).items()})
+            head = self.slot_head(weights)
+            if cfg.presence_detector:
+                net, head = self.presence_detector(weights, head)
+                weights.update({f"presence_net.{k}": v for k, v in net.items()})
+            weights.update({f"presence_head.{k}": v for k, v in head.items()})
             weights["presence_threshold"] = torch.zeros(())
         elif cfg.presence_channel:
             head = sub_state(state, "presence_head.")
@@ -259,6 +271,31 @@ class Run:
             torch.save({"state": state, "fingerprint": fp, "scores": scores}, tmp)
             tmp.replace(path)
         return state
+
+    def presence_detector(self, video_weights: dict, head: dict):
+        """``--presence-detector-steps N``: the CAVP video branch and the fitted slot head, fine-tuned
+        together on the slot labels of the flow stages' clips (:mod:`frieren.training.presence_detector`),
+        once per CAVP; kept in ``<run>/cavp/presence_detector.pt``. -> (network state, head state)."""
+        from frieren.training.data import state_fingerprint
+        from frieren.training.presence_detector import fine_tune_detector
+        steps = self.args.presence_detector_steps
+        path = self.stage_dir("cavp") / "presence_detector.pt"
+        w = self.windows("flow")
+        fp = state_fingerprint(video_weights, head) + f"-{steps}-{len(w.clips)}-{self.args.seed}"
+        if path.is_file():
+            kept = torch.load(path, map_location="cpu", weights_only=True)
+            if kept.get("fingerprint") == fp:
+                return kept["net"], kept["head"]
+        ckpt = self.stage_dir("cavp") / f"presence_detector_ckpt_{fp.split('-')[0][:12]}.pt"
+        net, head, info = fine_tune_detector(self.preset.cavp, video_weights, head, [c.frames for c in w.clips],
+                                             self.slot_labels(w.clips), steps=steps, seed=self.args.seed + 7,
+                                             ckpt=ckpt, progress=self.progress)
+        log.info("presence detector fine-tuned for %d steps: loss %.4f (last 50 steps)", steps, info["loss"])
+        if self.ctx.is_main:
+            tmp = path.with_suffix(".tmp")
+            torch.save({"net": net, "head": head, "fingerprint": fp, "info": info}, tmp)
+            tmp.replace(path)
+        return net, head
 
     def latents(self):
         if self._latents is None:

@@ -130,3 +130,58 @@ def test_the_truth_channels_are_impact_frames_or_onset_slots():
     events = [ev(30), ev(160, "continuous_start"), ev(260), ev(275, "continuous_stop")]
     assert truth_channels(events, 3, 100, 1, 1000)[:, 0].tolist() == [1.0, 0.0, 1.0]   # impacts only
     assert truth_channels(events, 3, 100, 4, 1000).nonzero().tolist() == [[0, 1], [1, 2], [2, 2]]
+
+
+def _detector_inputs():
+    import dataclasses
+    from frieren.models.cavp import CAVPVideoEncoder
+
+    cfg = dataclasses.replace(get_preset("tiny").cavp, depth=14)
+    torch.manual_seed(0)
+    video = CAVPVideoEncoder(cfg).state_dict()
+    head = torch.nn.Linear(cfg.embed_dim, 4).state_dict()
+    g = torch.Generator().manual_seed(3)
+    frames = [torch.randint(0, 256, (18, 3, 64, 64), generator=g, dtype=torch.uint8) for _ in range(2)]
+    labels = [(torch.rand(18, 4, generator=g) < 0.2).float() for _ in range(2)]
+    return cfg, video, head, frames, labels
+
+
+def test_the_detector_fine_tunes_deterministically_and_resumes(tmp_path):
+    from frieren.training.presence_detector import fine_tune_detector
+
+    cfg, video, head, frames, labels = _detector_inputs()
+    kw = dict(seed=5, batch_size=2, window=16, ckpt_every=2, progress=False)
+    net_a, head_a, info = fine_tune_detector(cfg, video, head, frames, labels, steps=4, ckpt=tmp_path / "a.pt", **kw)
+    assert not torch.equal(net_a["video_project_head.weight"], video["video_project_head.weight"])   # it trained
+    assert info["steps"] == 4 and info["loss"] > 0
+    fine_tune_detector(cfg, video, head, frames, labels, steps=2, ckpt=tmp_path / "b.pt", **kw)   # interrupted at 2
+    net_b, head_b, _ = fine_tune_detector(cfg, video, head, frames, labels, steps=4, ckpt=tmp_path / "b.pt", **kw)
+    assert all(torch.equal(net_a[k], net_b[k]) for k in net_a) and torch.equal(head_a["weight"], head_b["weight"])
+    with pytest.raises(SystemExit, match="windows of 32 frames"):
+        fine_tune_detector(cfg, video, head, frames, labels, steps=1, ckpt=tmp_path / "c.pt", **{**kw, "window": 32})
+
+
+def test_a_run_with_a_presence_detector_decides_the_channel_with_its_own_network(tmp_path, tiny_recipe_args):
+    run, out = tmp_path / "run", tmp_path / "bundle"
+    assert train_cli.main(tiny_recipe_args(run, out, "--presence-channel", "--presence-slots", "4",
+                                           "--presence-detector-steps", "2", "--presence-channel-train", "truth",
+                                           "--presence-validation-clips", "1")) == 0
+    assert json.loads((run / "cavp.json").read_text()) == {"presence_channel": True, "presence_slots": 4,
+                                                          "presence_detector": True}
+    stack, info = load_bundle(out)
+    cavp = stack.cavp
+    assert info.preset.cavp.presence_detector and hasattr(cavp, "presence_net")
+    kept = torch.load(run / "cavp" / "presence_detector.pt", weights_only=True)
+    assert torch.equal(cavp.presence_net.video_project_head.weight, kept["net"]["video_project_head.weight"])
+    assert not torch.equal(cavp.presence_net.video_project_head.weight, cavp.video_project_head.weight)
+    frames = torch.rand(16, 3, 64, 64, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        logits = cavp.presence_head(cavp.presence_net.extract(frames))
+        cond = cavp.extract_condition(frames)
+        live = cavp.condition(frames[None])[0]
+    assert torch.equal(cond[:, :-4], cavp.extract(frames))                   # the generator's features: the CAVP's
+    assert torch.equal(cond[:, -4:], (logits > cavp.presence_threshold).float())   # the channels: the detector's
+    assert torch.allclose(live, cond, atol=1e-5)
+    with pytest.raises(SystemExit, match="--presence-slots > 1"):
+        train_cli.main(tiny_recipe_args(tmp_path / "r2", tmp_path / "b2", "--presence-channel",
+                                        "--presence-detector-steps", "2"))

@@ -1,0 +1,93 @@
+"""The presence detector (``--presence-detector-steps``): the network the slot presence head reads.
+
+A linear slot head on the frozen CAVP features places onsets at F1 ±125 ms about 0.79 on
+validation clips, and a generator trained on the truth channel renders what the channel says
+(``frieren eval --presence-truth``), so the head is what limits sync. The detector is a copy of
+the CAVP video branch with the fitted slot head on top, fine-tuned end to end on the slot labels
+(binary cross-entropy, random 16-frame windows of the flow stages' clips, horizontal flips). The
+generator's features stay the CAVP's; the detector only decides the presence channels.
+
+Deterministic per seed and thread count; a checkpoint every ``ckpt_every`` steps lets an
+interrupted run resume where it stopped.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Dict, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+
+log = logging.getLogger("frieren.train")
+
+__all__ = ["fine_tune_detector"]
+
+
+def fine_tune_detector(cfg, video_weights: Dict[str, torch.Tensor], head_state: Dict[str, torch.Tensor],
+                       frames: Sequence[torch.Tensor], labels: Sequence[torch.Tensor], *, steps: int, seed: int,
+                       ckpt: Path, batch_size: int = 8, window: int = 16, lr: float = 1e-4, head_lr: float = 1e-3,
+                       flip: float = 0.5, ckpt_every: int = 250, progress: bool = True
+                       ) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor], Dict[str, float]]:
+    """Fine-tune a copy of the video branch (``cfg``: a CAVPConfig without the presence channel,
+    ``video_weights`` its state) and the slot head (``head_state``) on per-clip frames uint8
+    (N_c, 3K, S, S) and slot labels (N_c, slots). -> (network state, head state, {"loss": mean of
+    the last 50 steps})."""
+    from tqdm import tqdm
+
+    from frieren.models.cavp import CAVPVideoEncoder
+
+    if steps < 1:
+        raise ValueError(f"the presence detector needs at least one step, got {steps}")
+    if len(frames) != len(labels) or not frames:
+        raise ValueError(f"{len(frames)} clips of frames vs {len(labels)} of labels")
+    usable = [i for i, f in enumerate(frames) if f.shape[0] >= window]
+    if not usable:
+        raise SystemExit(f"the presence detector trains on windows of {window} frames and no clip is that long")
+    net = CAVPVideoEncoder(dataclasses.replace(cfg, presence_channel=False, presence_detector=False))
+    net.load_state_dict(video_weights)
+    head = torch.nn.Linear(net.cfg.embed_dim, labels[0].shape[1])
+    head.load_state_dict(head_state)
+    opt = torch.optim.Adam([{"params": net.parameters(), "lr": lr}, {"params": head.parameters(), "lr": head_lr}])
+    gen = torch.Generator().manual_seed(seed)
+    step, recent = 0, []
+    if ckpt.is_file():
+        saved = torch.load(ckpt, map_location="cpu", weights_only=False)
+        net.load_state_dict(saved["net"])
+        head.load_state_dict(saved["head"])
+        opt.load_state_dict(saved["opt"])
+        gen.set_state(saved["rng"])
+        step, recent = int(saved["step"]), list(saved["recent"])
+        log.info("presence detector: resuming at step %d of %d", step, steps)
+    bar = tqdm(total=steps, initial=step, desc="presence detector", unit="step", disable=not progress)
+    net.train()
+    while step < steps:
+        xs, ys = [], []
+        for _ in range(batch_size):
+            c = usable[int(torch.randint(len(usable), (1,), generator=gen))]
+            s = int(torch.randint(frames[c].shape[0] - window + 1, (1,), generator=gen))
+            x = frames[c][s:s + window].float() / 255.0                 # (W, 3K, S, S)
+            if float(torch.rand((), generator=gen)) < flip:
+                x = x.flip(-1)                                         # a mirrored scene: same onsets
+            xs.append(x)
+            ys.append(labels[c][s:s + window])
+        logits = head(net(torch.stack(xs), normalize=True))           # (B, W, slots)
+        loss = F.binary_cross_entropy_with_logits(logits, torch.stack(ys).to(logits))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        step += 1
+        recent = (recent + [float(loss.detach())])[-50:]
+        bar.update(1)
+        bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}")
+        if step % ckpt_every == 0 or step == steps:
+            tmp = ckpt.with_suffix(".tmp")
+            torch.save({"net": net.state_dict(), "head": head.state_dict(), "opt": opt.state_dict(),
+                        "rng": gen.get_state(), "step": step, "recent": recent}, tmp)
+            tmp.replace(ckpt)
+    bar.close()
+    net.eval()
+    return ({k: v.detach().clone() for k, v in net.state_dict().items()},
+            {k: v.detach().clone() for k, v in head.state_dict().items()},
+            {"loss": sum(recent) / max(len(recent), 1), "steps": steps})
