@@ -278,15 +278,19 @@ class Run:
         once per CAVP; kept in ``<run>/cavp/presence_detector.pt``. -> (network state, head state)."""
         from frieren.training.data import state_fingerprint
         from frieren.training.presence_detector import fine_tune_detector
-        steps = self.args.presence_detector_steps
+        steps = getattr(self.args, "presence_detector_steps", 0)
         path = self.stage_dir("cavp") / "presence_detector.pt"
         w = self.windows("flow")
-        fp = state_fingerprint(video_weights, head) + f"-{steps}-{len(w.clips)}-{self.args.seed}"
+        fp = state_fingerprint(video_weights, head) + f"-{len(w.clips)}-{self.args.seed}"
         if path.is_file():
+            # a later command of the run (`bundle`) need not repeat the step count
             kept = torch.load(path, map_location="cpu", weights_only=True)
-            if kept.get("fingerprint") == fp:
+            if kept.get("fingerprint") == fp and steps in (0, kept["info"]["steps"]):
                 return kept["net"], kept["head"]
-        ckpt = self.stage_dir("cavp") / f"presence_detector_ckpt_{fp.split('-')[0][:12]}.pt"
+        if steps < 1:
+            raise SystemExit(f"{self.dir} records a presence detector (cavp.json) and none is trained for this CAVP "
+                             f"yet: pass --presence-detector-steps N (for example 3000)")
+        ckpt = self.stage_dir("cavp") / f"presence_detector_ckpt_{fp.split('-')[0][:12]}_{steps}.pt"
         net, head, info = fine_tune_detector(self.preset.cavp, video_weights, head, [c.frames for c in w.clips],
                                              self.slot_labels(w.clips), steps=steps, seed=self.args.seed + 7,
                                              ckpt=ckpt, progress=self.progress)

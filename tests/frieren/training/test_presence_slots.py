@@ -182,6 +182,16 @@ def test_a_run_with_a_presence_detector_decides_the_channel_with_its_own_network
     assert torch.equal(cond[:, :-4], cavp.extract(frames))                   # the generator's features: the CAVP's
     assert torch.equal(cond[:, -4:], (logits > cavp.presence_threshold).float())   # the channels: the detector's
     assert torch.allclose(live, cond, atol=1e-5)
+    # `bundle` of another stage needs no flag: the run dir records the detector, which is reused
+    bundle_argv = ["bundle", "--run-dir", str(run), "--preset", "tiny", "--synthetic", "2", "--synthetic-seed", "7",
+                   "--clip-seconds", "3", "--stage", "cfm", "--out", str(tmp_path / "cfm"), "--no-progress",
+                   "--threads", "1"]
+    assert train_cli.main(bundle_argv) == 0
+    cfm, _ = load_bundle(tmp_path / "cfm")
+    assert torch.equal(cfm.cavp.presence_net.video_project_head.weight, kept["net"]["video_project_head.weight"])
+    (run / "cavp" / "presence_detector.pt").unlink()
+    with pytest.raises(SystemExit, match="pass --presence-detector-steps"):
+        train_cli.main(bundle_argv)
     with pytest.raises(SystemExit, match="--presence-slots > 1"):
         train_cli.main(tiny_recipe_args(tmp_path / "r2", tmp_path / "b2", "--presence-channel",
                                         "--presence-detector-steps", "2"))
