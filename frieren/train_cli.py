@@ -129,6 +129,11 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="VAE stage: adopt the VAE of this bundle instead of training one (same preset VAE "
                         "shape; the latent scale is measured again on this run's data). For experiments "
                         "that change only later stages, or to fine-tune the flow model on your own data")
+    p.add_argument("--cavp-from", metavar="BUNDLE",
+                   help="CAVP stage: adopt the CAVP video branch of this bundle (and its frame presence head, "
+                        "if it has one) instead of training one (same video-branch shape). The CAVP is the "
+                        "longest stage; for experiments on the stages after it (presence slots and detector, "
+                        "flow stages), or to train the flow model on your own data with the shipped features")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
     p.add_argument("--cavp-event-weight", type=float, default=0.0,
                    help="CAVP stage: weight of the per-frame audio-event regression (onset strength and "

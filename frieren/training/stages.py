@@ -120,6 +120,49 @@ def adopt_bundle_vae(run: Run, bundle: os.PathLike) -> dict:
     return result
 
 
+def adopt_bundle_cavp(run: Run, bundle: os.PathLike) -> dict:
+    """Finish the CAVP stage with the CAVP video branch of ``bundle`` (``--cavp-from``): writes the
+    stage's ``final.pt`` with the ``video.*`` weights (and the bundle's frame presence head, if it
+    has one) as training would, with a result that names the bundle (steps None). Everything
+    after the CAVP stage reads only these. A bundle's presence detector network and slot head are
+    not adopted: this run fits its own. Refuses a bundle whose video branch has another shape."""
+    import dataclasses
+
+    from frieren.checkpoints import CheckpointError, load_bundle
+    from frieren.training.loop import FINAL_FILE, _atomic_save
+
+    try:
+        stack, info = load_bundle(bundle)
+    except (CheckpointError, OSError) as error:
+        raise SystemExit(f"--cavp-from {bundle}: {error}") from error
+
+    def branch(cfg):  # the video branch's shape, whatever the presence channel says
+        return dataclasses.replace(cfg, presence_channel=False, presence_slots=1, presence_detector=False)
+
+    if branch(info.preset.cavp) != branch(run.preset.cavp):
+        raise SystemExit(f"--cavp-from {bundle}: its CAVP video branch ({branch(info.preset.cavp)}) is not this "
+                         f"run's ({branch(run.preset.cavp)}; preset {run.preset.name!r}, --subframes, --cavp-depth); "
+                         f"pass a bundle of the same shape or train the CAVP")
+    own = info.preset.cavp
+    state = {}
+    for key, value in stack.cavp.state_dict().items():
+        if key.startswith(("presence_net.", "presence_threshold")):
+            continue
+        if key.startswith("presence_head."):
+            if own.presence_slots == 1:  # a frame head, as the CAVP stage trains it
+                state[key] = value.detach().clone()
+            continue
+        state[f"video.{key}"] = value.detach().clone()
+    trained = (info.provenance or {}).get("stages", {}).get("cavp", {})
+    result = {"name": "cavp", "steps": None, "adopted_from": str(bundle),
+              "source_steps": trained.get("steps"), "losses": trained.get("losses", {})}
+    if run.ctx.is_main:
+        run.stage_dir("cavp").mkdir(parents=True, exist_ok=True)
+        _atomic_save({"state": state, "result": result, "stopped_early": False}, run.stage_dir("cavp") / FINAL_FILE)
+    log.info("CAVP video branch adopted from bundle %s (trained %s steps there)", bundle, trained.get("steps", "?"))
+    return result
+
+
 def stage_cavp(run: Run, hp: StageHParams) -> dict:
     from frieren.models.cavp import CAVPVideoEncoder
     from frieren.training.cavp_audio import MelAudioEncoder
@@ -128,6 +171,8 @@ def stage_cavp(run: Run, hp: StageHParams) -> dict:
     from frieren.synth import SceneConfig
 
     done = finished_stage(run, "cavp", hp.steps)
+    if done is None and getattr(run.args, "cavp_from", None):
+        done = adopt_bundle_cavp(run, run.args.cavp_from)
     if done is not None:
         return done
     w = run.windows()

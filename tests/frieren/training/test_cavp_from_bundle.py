@@ -1,0 +1,90 @@
+"""`frieren train ... --cavp-from BUNDLE`: the CAVP stage adopts a bundle's video branch instead of training."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from frieren import train_cli
+from frieren.bundles import DEFAULT_BUNDLE
+from frieren.checkpoints import load_bundle, save_bundle
+from frieren.stack import FrierenStack
+from frieren.training.run import sub_state
+
+
+def _default_args(run_dir, bundle, subframes, *extra):
+    """The whole recipe on two 3-second clips, a few steps per stage (seconds on a CPU)."""
+    args = ["default", "--run-dir", str(run_dir), "--out", str(bundle), "--synthetic", "2",
+            "--synthetic-seed", "11", "--clip-seconds", "3", "--window-stride", "4", "--threads", "1",
+            "--no-progress", "--reflow-pairs", "2", "--teacher-steps", "2", "--subframes", str(subframes),
+            "--presence-validation-clips", "1"]
+    for stage, steps in (("vae", 2), ("cavp", 2), ("cfm", 2), ("reflow", 1), ("distill", 1)):
+        args += [f"--{stage}-steps", str(steps), f"--{stage}-batch-size", "2"]
+    return args + list(extra)
+
+
+def _video_branch(cavp_state: dict) -> dict:
+    return {k: v for k, v in cavp_state.items() if not k.startswith(("presence_head.", "presence_net.",
+                                                                      "presence_threshold"))}
+
+
+def test_the_run_uses_the_bundles_cavp_and_its_frame_presence_head(tmp_path):
+    shipped, info = load_bundle(DEFAULT_BUNDLE)
+    run_dir = tmp_path / "run"
+    extra = ["--cavp-from", str(DEFAULT_BUNDLE)]
+    if info.preset.cavp.presence_channel:
+        extra += ["--presence-channel"]
+    assert train_cli.main(_default_args(run_dir, tmp_path / "bundle", info.preset.geometry.subframes, *extra)) == 0
+    assert not (run_dir / "cavp" / "log.jsonl").exists(), "the CAVP was trained although --cavp-from was given"
+    fin = torch.load(run_dir / "cavp" / "final.pt", map_location="cpu", weights_only=False)
+    assert fin["result"]["adopted_from"] == str(DEFAULT_BUNDLE)
+    expected = _video_branch(shipped.cavp.state_dict())
+    adopted = sub_state(fin["state"], "video.")
+    assert adopted.keys() == expected.keys()
+    for k in expected:
+        assert torch.equal(adopted[k], expected[k]), k
+    made, made_info = load_bundle(tmp_path / "bundle")
+    for k, v in _video_branch(made.cavp.state_dict()).items():
+        assert torch.equal(v, expected[k]), k
+    if info.preset.cavp.presence_channel and info.preset.cavp.presence_slots == 1:
+        # the frame presence head comes along (its threshold is chosen again on this run's validation clips)
+        for k, v in shipped.cavp.presence_head.state_dict().items():
+            assert torch.equal(made.cavp.presence_head.state_dict()[k], v), k
+    assert made_info.provenance["stages"]["cavp"]["adopted_from"] == str(DEFAULT_BUNDLE)
+    assert (run_dir / "distill" / "final.pt").is_file()
+    # a rerun (even with other --cavp-steps) finds the stage finished and does not train it
+    assert train_cli.main(_default_args(run_dir, tmp_path / "bundle", info.preset.geometry.subframes,
+                                        "--cavp-steps", "5")) == 0
+    assert not (run_dir / "cavp" / "log.jsonl").exists()
+
+
+def test_slots_and_a_detector_are_fitted_on_the_adopted_branch(tmp_path):
+    shipped, info = load_bundle(DEFAULT_BUNDLE)
+    run_dir = tmp_path / "run"
+    assert train_cli.main(_default_args(run_dir, tmp_path / "bundle", info.preset.geometry.subframes,
+                                        "--cavp-from", str(DEFAULT_BUNDLE), "--presence-channel",
+                                        "--presence-slots", str(info.preset.geometry.latents_per_frame),
+                                        "--presence-detector-steps", "1")) == 0
+    made, made_info = load_bundle(tmp_path / "bundle")
+    assert made_info.preset.cavp.presence_detector
+    expected = _video_branch(shipped.cavp.state_dict())
+    for k, v in _video_branch(made.cavp.state_dict()).items():
+        assert torch.equal(v, expected[k]), k  # the generator's features are the adopted ones
+
+
+def test_a_bundle_with_another_video_branch_is_refused(tmp_path):
+    _, info = load_bundle(DEFAULT_BUNDLE)
+    other_cavp = dataclasses.replace(info.preset.cavp, base_channels=info.preset.cavp.base_channels * 2)
+    other = FrierenStack(dataclasses.replace(info.preset, cavp=other_cavp))
+    save_bundle(other, tmp_path / "other")
+    with pytest.raises(SystemExit, match=r"--cavp-from .*other.*video branch"):
+        train_cli.main(_default_args(tmp_path / "run", tmp_path / "bundle", info.preset.geometry.subframes,
+                                     "--cavp-from", str(tmp_path / "other"), "--vae-steps", "1"))
+
+
+def test_an_unreadable_bundle_is_named(tmp_path):
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text("{not json")
+    with pytest.raises(SystemExit, match=r"--cavp-from .*broken"):
+        train_cli.main(_default_args(tmp_path / "run", tmp_path / "bundle", 1, "--cavp-from", str(tmp_path / "broken")))
