@@ -281,11 +281,15 @@ class Run:
         steps = getattr(self.args, "presence_detector_steps", 0)
         path = self.stage_dir("cavp") / "presence_detector.pt"
         w = self.windows("flow")
-        fp = state_fingerprint(video_weights, head) + f"-{len(w.clips)}-{self.args.seed}"
+        source = state_fingerprint(video_weights, head) + f"-{len(w.clips)}"
+        fp = f"{source}-{self.args.seed}"
         if path.is_file():
-            # a later command of the run (`bundle`) need not repeat the step count
             kept = torch.load(path, map_location="cpu", weights_only=True)
-            if kept.get("fingerprint") == fp and steps in (0, kept["info"]["steps"]):
+            kept_fp = kept.get("fingerprint", "")
+            if kept_fp == fp and steps == kept["info"]["steps"]:
+                return kept["net"], kept["head"]
+            if steps == 0 and kept_fp.rsplit("-", 1)[0] == source:
+                # a later command of the run (`bundle`) repeats neither the step count nor the seed
                 return kept["net"], kept["head"]
         if steps < 1:
             raise SystemExit(f"{self.dir} records a presence detector (cavp.json) and none is trained for this CAVP "
