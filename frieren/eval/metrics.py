@@ -83,6 +83,10 @@ class LogMelStatsEmbedding:
         return torch.cat([f.mean(-1), f.std(-1, unbiased=False)], dim=1).numpy().astype(np.float64)
 
 
+class NoAudioBranchError(ValueError):
+    """A CAVP checkpoint without the audio branch the ``cavp`` FD embedding needs."""
+
+
 class CAVPAudioEmbedding:
     """The trained CAVP audio branch (MelAudioEncoder) -> (frames, embed_dim), L2-normalised."""
 
@@ -94,7 +98,8 @@ class CAVPAudioEmbedding:
         state = torch.load(str(checkpoint), map_location="cpu", weights_only=False)["state"]
         sub = {k[len("audio."):]: v for k, v in state.items() if k.startswith("audio.")}
         if not sub:
-            raise ValueError(f"{checkpoint} holds no CAVP audio branch (keys audio.*)")
+            raise NoAudioBranchError(f"{checkpoint} holds no CAVP audio branch (keys audio.*; a CAVP adopted with "
+                             f"--cavp-from has none): pass the --cavp-checkpoint of a trained CAVP stage, or --fd logmel")
         width = sub["net.0.weight"].shape[0]
         self.encoder = MelAudioEncoder(n_mels, sub["head.weight"].shape[0], mel_per_frame, width).eval()
         self.encoder.load_state_dict(sub)

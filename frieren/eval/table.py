@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from frieren.eval.materials import MaterialClassifier, impact_features, impact_samples
-from frieren.eval.metrics import frechet_distance, log_mel, make_embedding, mel_l1
+from frieren.eval.metrics import NoAudioBranchError, frechet_distance, log_mel, make_embedding, mel_l1
 from frieren.eval.sync import TOLERANCES_MS, sync_scores
 from frieren.machine import machine_description
 
@@ -64,7 +64,7 @@ class EvalConfig:
     seed0: int = 900000
     classifier_clips: int = 60
     fd_embeddings: Sequence[str] = ("cavp", "logmel")
-    cavp_checkpoint: Optional[str] = "runs/default_v11/cavp/final.pt"
+    cavp_checkpoint: Optional[str] = "runs/default_v12/cavp/final.pt"
     device: str = "cpu"
     vocoder_row: bool = True
     # Diagnostic rows: each model with the presence channel again, the channel set to the world's
@@ -217,7 +217,7 @@ def run_eval(cfg: EvalConfig, progress: bool = True) -> Dict[str, object]:
     for kind in cfg.fd_embeddings:
         try:
             embeddings[kind] = make_embedding(kind, preset, cfg.cavp_checkpoint)
-        except FileNotFoundError as error:
+        except (FileNotFoundError, NoAudioBranchError) as error:
             log.warning("FD embedding %s skipped: %s", kind, error)
     scorer = Scorer(clips, preset, frontend, classifier, embeddings)
 

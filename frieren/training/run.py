@@ -205,6 +205,12 @@ class Run:
             weights["presence_threshold"] = torch.zeros(())
         elif cfg.presence_channel:
             head = sub_state(state, "presence_head.")
+            adopted = self.final("cavp")["result"].get("adopted_from")
+            if not head and adopted:
+                raise SystemExit(f"--presence-channel (one slot) needs a CAVP with a frame presence head, and the bundle "
+                                 f"{adopted} that --cavp-from adopted has none (its channel, if any, has slots): "
+                                 f"pass --presence-slots (for example 4), or train the CAVP stage with "
+                                 f"--cavp-presence-weight 1 in a new run dir")
             if not head:
                 raise SystemExit(f"--presence-channel needs a CAVP with a presence head, and {self.dir / 'cavp'} has "
                                  f"none: train the CAVP stage with --cavp-presence-weight (for example 1), or use a "

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from frieren.eval.materials import MaterialClassifier, impact_features, impact_samples
-from frieren.eval.metrics import LogMelStatsEmbedding, frechet_distance, log_mel, mel_l1
+from frieren.eval.metrics import LogMelStatsEmbedding, NoAudioBranchError, frechet_distance, log_mel, make_embedding, mel_l1
 from frieren.eval.sync import sync_scores
 
 SR = 16000
@@ -239,3 +239,15 @@ def test_presence_truth_rows_score_the_generator_told_the_worlds_onsets(tmp_path
     assert names[1:3] == ["reflow+distill", "reflow+distill, presence channel = the world's truth"]
     assert 0.0 <= rows[2]["f1_125ms"] <= 1.0 and rows[2]["steps"] == 1
     assert rows[-1]["model"].startswith("control: reflow+distill 1-step")
+
+
+def test_the_cavp_fd_embedding_names_a_checkpoint_without_an_audio_branch(tmp_path):
+    """A CAVP stage adopted with --cavp-from holds only the video branch: the cavp FD says so (and
+    `frieren eval` skips that column with a warning instead of failing)."""
+    from frieren.config import get_preset
+    path = tmp_path / "final.pt"
+    torch.save({"state": {"video.stem.weight": torch.zeros(1)}, "result": {}}, path)
+    with pytest.raises(NoAudioBranchError, match=r"no CAVP audio branch.*--cavp-from.*--fd logmel"):
+        make_embedding("cavp", get_preset("tiny"), str(path))
+    with pytest.raises(ValueError, match="unknown embedding"):
+        make_embedding("nope", get_preset("tiny"), None)

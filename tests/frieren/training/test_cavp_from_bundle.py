@@ -9,6 +9,7 @@ import torch
 from frieren import train_cli
 from frieren.bundles import DEFAULT_BUNDLE
 from frieren.checkpoints import load_bundle, save_bundle
+from frieren.config import with_presence_channel
 from frieren.stack import FrierenStack
 from frieren.training.run import sub_state
 
@@ -29,13 +30,11 @@ def _video_branch(cavp_state: dict) -> dict:
                                                                       "presence_threshold"))}
 
 
-def test_the_run_uses_the_bundles_cavp_and_its_frame_presence_head(tmp_path):
+def test_the_run_uses_the_bundles_cavp_and_trains_the_rest(tmp_path):
     shipped, info = load_bundle(DEFAULT_BUNDLE)
     run_dir = tmp_path / "run"
-    extra = ["--cavp-from", str(DEFAULT_BUNDLE)]
-    if info.preset.cavp.presence_channel:
-        extra += ["--presence-channel"]
-    assert train_cli.main(_default_args(run_dir, tmp_path / "bundle", info.preset.geometry.subframes, *extra)) == 0
+    subframes = info.preset.geometry.subframes
+    assert train_cli.main(_default_args(run_dir, tmp_path / "bundle", subframes, "--cavp-from", str(DEFAULT_BUNDLE))) == 0
     assert not (run_dir / "cavp" / "log.jsonl").exists(), "the CAVP was trained although --cavp-from was given"
     fin = torch.load(run_dir / "cavp" / "final.pt", map_location="cpu", weights_only=False)
     assert fin["result"]["adopted_from"] == str(DEFAULT_BUNDLE)
@@ -45,18 +44,34 @@ def test_the_run_uses_the_bundles_cavp_and_its_frame_presence_head(tmp_path):
     for k in expected:
         assert torch.equal(adopted[k], expected[k]), k
     made, made_info = load_bundle(tmp_path / "bundle")
-    for k, v in _video_branch(made.cavp.state_dict()).items():
+    for k, v in made.cavp.state_dict().items():
         assert torch.equal(v, expected[k]), k
-    if info.preset.cavp.presence_channel and info.preset.cavp.presence_slots == 1:
-        # the frame presence head comes along (its threshold is chosen again on this run's validation clips)
-        for k, v in shipped.cavp.presence_head.state_dict().items():
-            assert torch.equal(made.cavp.presence_head.state_dict()[k], v), k
     assert made_info.provenance["stages"]["cavp"]["adopted_from"] == str(DEFAULT_BUNDLE)
     assert (run_dir / "distill" / "final.pt").is_file()
     # a rerun (even with other --cavp-steps) finds the stage finished and does not train it
-    assert train_cli.main(_default_args(run_dir, tmp_path / "bundle", info.preset.geometry.subframes,
-                                        "--cavp-steps", "5")) == 0
+    assert train_cli.main(_default_args(run_dir, tmp_path / "bundle", subframes, "--cavp-steps", "5")) == 0
     assert not (run_dir / "cavp" / "log.jsonl").exists()
+
+
+def test_a_frame_presence_head_comes_along_and_a_slot_bundle_has_none(tmp_path):
+    """A bundle with a one-slot presence channel lends its frame head (the threshold is chosen again
+    on this run's validation clips); one with slots has no frame head, and the run says what to pass."""
+    shipped, info = load_bundle(DEFAULT_BUNDLE)
+    frame = FrierenStack(with_presence_channel(info.preset, slots=1))
+    frame.cavp.load_state_dict(_video_branch(shipped.cavp.state_dict()), strict=False)
+    save_bundle(frame, tmp_path / "frame")
+    argv = _default_args(tmp_path / "run", tmp_path / "bundle", info.preset.geometry.subframes,
+                         "--cavp-from", str(tmp_path / "frame"), "--presence-channel")
+    assert train_cli.main(argv) == 0
+    made, _ = load_bundle(tmp_path / "bundle")
+    for k, v in frame.cavp.presence_head.state_dict().items():
+        assert torch.equal(made.cavp.presence_head.state_dict()[k], v), k
+    slotted = FrierenStack(with_presence_channel(info.preset, slots=info.preset.geometry.latents_per_frame))
+    save_bundle(slotted, tmp_path / "slotted")
+    argv = _default_args(tmp_path / "run2", tmp_path / "bundle2", info.preset.geometry.subframes,
+                         "--cavp-from", str(tmp_path / "slotted"), "--presence-channel")
+    with pytest.raises(SystemExit, match=r"--cavp-from adopted has none.*--presence-slots"):
+        train_cli.main(argv)
 
 
 def test_slots_and_a_detector_are_fitted_on_the_adopted_branch(tmp_path):
