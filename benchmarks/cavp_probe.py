@@ -83,9 +83,10 @@ def load_stage_state(checkpoint: str) -> Dict[str, torch.Tensor]:
         except CheckpointError as error:
             raise SystemExit(f"cannot read the bundle's weights in {bundle}: {error} "
                              "(expected a model bundle directory, e.g. frieren/assets/default)")
-        # A bundle with the presence channel keeps the stage's presence head in its video branch:
-        # it goes back under the stage's own key (so the presence detector reads it), its threshold is dropped.
-        return {(k if k.startswith("presence_head.") else "video." + k): v
+        # A bundle with the presence channel keeps the stage's presence head (and, with a detector, the
+        # detector network) in its video branch: they go back under their own keys (so the presence
+        # detector reads the head), the threshold is dropped.
+        return {(k if k.startswith(("presence_head.", "presence_net.")) else "video." + k): v
                 for k, v in stack.cavp.state_dict().items() if k != "presence_threshold"}
     try:
         saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
@@ -153,7 +154,8 @@ def event_head_series(checkpoint: str, preset, clips, slots: int, head: str = "e
     reads period t from frame t + O: its series is moved O frames earlier, and the last O
     frames' periods, which no frame of the clip covers, get the series' minimum.
     ``head="presence"``: the presence head's logit per frame instead, (N,) (``--cavp-presence-weight``),
-    or (N, S) for a bundle's ``--presence-slots S`` head (``slots`` is then ignored), None without one."""
+    or (N, S) for a bundle's ``--presence-slots S`` head (``slots`` is then ignored; read from the
+    bundle's detector network with ``--presence-detector-steps``), None without one."""
     if head not in HEADS:
         raise ValueError(f"unknown head {head!r}; choose one of {HEADS}")
     state = load_stage_state(checkpoint)
@@ -161,7 +163,9 @@ def event_head_series(checkpoint: str, preset, clips, slots: int, head: str = "e
         return None
     if head == "presence":
         weight, bias = state["presence_head.weight"], state["presence_head.bias"]
-        enc = cavp_encoder(checkpoint, preset, state)
+        # a bundle's --presence-detector-steps head reads its detector network, not the CAVP's features
+        net = {f"video.{k[len('presence_net.'):]}": v for k, v in state.items() if k.startswith("presence_net.")}
+        enc = cavp_encoder(checkpoint, preset, net or state)
         with torch.no_grad():
             series = [(enc(c.frames[None], normalize=True)[0] @ weight.T + bias).numpy() for c in clips]
         return [x[:, 0] if x.shape[1] == 1 else x for x in series]

@@ -186,6 +186,17 @@ def test_a_bundle_directory_gives_its_video_branch(tmp_path, benchmark_module):
     assert ("presence_head.weight" in state) == has_presence and "video.presence_threshold" not in state
     if has_presence:
         assert torch.equal(state["presence_head.weight"], shipped["presence_head.weight"])
+        # the presence head is read as the generator reads it: from the detector network where there is one
+        from types import SimpleNamespace
+
+        from frieren.checkpoints import load_bundle
+        stack, _ = load_bundle(DEFAULT_BUNDLE)
+        frames = torch.rand(8, 3 * mod.snapshots_of(str(DEFAULT_BUNDLE)), preset.cavp.image_size,
+                            preset.cavp.image_size, generator=torch.Generator().manual_seed(0))
+        series = mod.event_head_series(str(DEFAULT_BUNDLE), preset, [SimpleNamespace(frames=frames)], 4, "presence")
+        with torch.no_grad():
+            expected = stack.cavp.extract_presence_logits(frames).numpy()
+        np.testing.assert_allclose(series[0], expected[:, 0] if expected.shape[1] == 1 else expected, atol=1e-4)
     broken = tmp_path / "bundle"
     broken.mkdir()
     (broken / WEIGHTS_FILE).write_bytes(b"not safetensors")
