@@ -129,8 +129,8 @@
 #   at inference). One bit per frame could not place onsets 50-100 ms apart: v11 told the world's truth reached
 #   F1 +-125 0.795, the slot model told the truth 0.886-0.889. Distilled (1-thread evals, v11 -> v12): F1 +-45
 #   0.673 -> 0.722, +-125 0.756 -> 0.806, material 0.707 -> 0.686, FD (log-mel) 2.58 -> 2.44, mel L1 0.309 ->
-#   0.310 (detector at 3000 steps: 0.709, 0.797, 0.678, 2.47, 0.309; that with --seed 1 after the CAVP 0.713,
-#   0.795, 0.700, 2.59, 0.310). Streaming: CAVP RTF 0.178 -> 0.358, glass-to-ear p50 102 -> 124 ms.
+#   0.310; with --seed 1 after the CAVP 0.712, 0.790, 0.684, 2.47, 0.309 (detector at 3000 steps: 0.709, 0.797,
+#   0.678, 2.47, 0.309; seed 1 0.713, 0.795, 0.700, 2.59, 0.310). Streaming: CAVP RTF 0.178 -> 0.358, glass-to-ear p50 102 -> 124 ms.
 #   docs/eval/experiments/presence_slots/.
 # Distilled 1-step model, v2 -> v3 -> v4 -> v5 -> v6 -> v7 -> v8 -> v9 -> v10 -> v11 -> v12 (`frieren eval`, 64
 # held-out clips, full tables; v10's to v12's from 1-thread evals): onset F1 +-125 ms 0.631 -> 0.656 -> 0.678 ->
