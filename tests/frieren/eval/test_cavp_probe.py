@@ -111,44 +111,29 @@ def test_a_head_trained_with_an_event_offset_is_read_that_many_frames_earlier(tm
     assert np.allclose(b[:-4], a[4:]) and np.all(b[-4:] == a.min())
 
 
-def test_the_presence_head_is_read_as_one_logit_per_frame(tmp_path, benchmark_module):
+@pytest.mark.parametrize("slots", [1, 4])
+def test_the_presence_head_is_read_as_one_logit_per_frame_or_slot(tmp_path, benchmark_module, slots):
+    """A frame head (one output) gives (N,), a --presence-slots head (S outputs) (N, S)."""
     mod = benchmark_module("cavp_probe")
     torch.set_num_threads(1)
     preset = get_preset("tiny")
     torch.manual_seed(0)
     enc = CAVPVideoEncoder(preset.cavp)
-    head = torch.nn.Linear(preset.cavp.embed_dim, 1)
-    state = {f"video.{k}": v for k, v in enc.state_dict().items()}
+    head = torch.nn.Linear(preset.cavp.embed_dim, slots)
     path = tmp_path / "presence.pt"
-    torch.save({"state": {**state, "presence_head.weight": head.weight.detach(),
-                          "presence_head.bias": head.bias.detach()}}, path)
-    size = preset.cavp.image_size
-    clips = [SimpleNamespace(frames=torch.rand(8, 3, size, size, generator=torch.Generator().manual_seed(1)))]
-    series, = mod.event_head_series(str(path), preset, clips, 4, head="presence")
-    with torch.no_grad():
-        want = head(enc(clips[0].frames[None], normalize=True)[0]).reshape(-1).numpy()
-    assert series.shape == (8,) and np.allclose(series, want, atol=1e-6)
-    assert mod.event_head_series(str(path), preset, clips, 4) is None          # no event head in it
-    with pytest.raises(ValueError, match="unknown head"):
-        mod.event_head_series(str(path), preset, clips, 4, head="material")
-
-
-def test_a_slot_presence_head_is_read_as_one_logit_per_slot(tmp_path, benchmark_module):
-    mod = benchmark_module("cavp_probe")
-    torch.set_num_threads(1)
-    preset = get_preset("tiny")
-    torch.manual_seed(0)
-    enc = CAVPVideoEncoder(preset.cavp)
-    head = torch.nn.Linear(preset.cavp.embed_dim, 4)
-    path = tmp_path / "slots.pt"
     torch.save({"state": {**{f"video.{k}": v for k, v in enc.state_dict().items()},
                           "presence_head.weight": head.weight.detach(), "presence_head.bias": head.bias.detach()}}, path)
     size = preset.cavp.image_size
     clips = [SimpleNamespace(frames=torch.rand(8, 3, size, size, generator=torch.Generator().manual_seed(1)))]
-    series, = mod.event_head_series(str(path), preset, clips, 1, head="presence")
+    series, = mod.event_head_series(str(path), preset, clips, 4, head="presence")
     with torch.no_grad():
         want = head(enc(clips[0].frames[None], normalize=True)[0]).numpy()
-    assert series.shape == (8, 4) and np.allclose(series, want, atol=1e-6)
+    want = want[:, 0] if slots == 1 else want
+    assert series.shape == want.shape == ((8,) if slots == 1 else (8, slots))
+    assert np.allclose(series, want, atol=1e-6)
+    assert mod.event_head_series(str(path), preset, clips, 4) is None          # no event head in it
+    with pytest.raises(ValueError, match="unknown head"):
+        mod.event_head_series(str(path), preset, clips, 4, head="material")
 
 
 def test_the_presence_head_marks_every_frame_above_its_threshold(monkeypatch, benchmark_module):

@@ -14,15 +14,13 @@ from frieren.stack import FrierenStack
 from frieren.training.run import sub_state
 
 
-def _default_args(run_dir, bundle, subframes, *extra):
-    """The whole recipe on two 3-second clips, a few steps per stage (seconds on a CPU)."""
-    args = ["default", "--run-dir", str(run_dir), "--out", str(bundle), "--synthetic", "2",
-            "--synthetic-seed", "11", "--clip-seconds", "3", "--window-stride", "4", "--threads", "1",
-            "--no-progress", "--reflow-pairs", "2", "--teacher-steps", "2", "--subframes", str(subframes),
-            "--presence-validation-clips", "1"]
-    for stage, steps in (("vae", 2), ("cavp", 2), ("cfm", 2), ("reflow", 1), ("distill", 1)):
-        args += [f"--{stage}-steps", str(steps), f"--{stage}-batch-size", "2"]
-    return args + list(extra)
+@pytest.fixture
+def recipe(tiny_recipe_args):
+    """The shared tiny recipe with the shipped bundle's snapshots per frame, ``extra`` appended."""
+    def build(run_dir, bundle, subframes, *extra):
+        return tiny_recipe_args(run_dir, bundle, "--subframes", str(subframes), "--presence-validation-clips", "1",
+                                *extra)
+    return build
 
 
 def _video_branch(cavp_state: dict) -> dict:
@@ -30,11 +28,11 @@ def _video_branch(cavp_state: dict) -> dict:
                                                                       "presence_threshold"))}
 
 
-def test_the_run_uses_the_bundles_cavp_and_trains_the_rest(tmp_path):
+def test_the_run_uses_the_bundles_cavp_and_trains_the_rest(tmp_path, recipe):
     shipped, info = load_bundle(DEFAULT_BUNDLE)
     run_dir = tmp_path / "run"
     subframes = info.preset.geometry.subframes
-    assert train_cli.main(_default_args(run_dir, tmp_path / "bundle", subframes, "--cavp-from", str(DEFAULT_BUNDLE))) == 0
+    assert train_cli.main(recipe(run_dir, tmp_path / "bundle", subframes, "--cavp-from", str(DEFAULT_BUNDLE))) == 0
     assert not (run_dir / "cavp" / "log.jsonl").exists(), "the CAVP was trained although --cavp-from was given"
     fin = torch.load(run_dir / "cavp" / "final.pt", map_location="cpu", weights_only=False)
     assert fin["result"]["adopted_from"] == str(DEFAULT_BUNDLE)
@@ -49,18 +47,18 @@ def test_the_run_uses_the_bundles_cavp_and_trains_the_rest(tmp_path):
     assert made_info.provenance["stages"]["cavp"]["adopted_from"] == str(DEFAULT_BUNDLE)
     assert (run_dir / "distill" / "final.pt").is_file()
     # a rerun (even with other --cavp-steps) finds the stage finished and does not train it
-    assert train_cli.main(_default_args(run_dir, tmp_path / "bundle", subframes, "--cavp-steps", "5")) == 0
+    assert train_cli.main(recipe(run_dir, tmp_path / "bundle", subframes, "--cavp-steps", "5")) == 0
     assert not (run_dir / "cavp" / "log.jsonl").exists()
 
 
-def test_a_frame_presence_head_comes_along_and_a_slot_bundle_has_none(tmp_path):
+def test_a_frame_presence_head_comes_along_and_a_slot_bundle_has_none(tmp_path, recipe):
     """A bundle with a one-slot presence channel lends its frame head (the threshold is chosen again
     on this run's validation clips); one with slots has no frame head, and the run says what to pass."""
     shipped, info = load_bundle(DEFAULT_BUNDLE)
     frame = FrierenStack(with_presence_channel(info.preset, slots=1))
     frame.cavp.load_state_dict(_video_branch(shipped.cavp.state_dict()), strict=False)
     save_bundle(frame, tmp_path / "frame")
-    argv = _default_args(tmp_path / "run", tmp_path / "bundle", info.preset.geometry.subframes,
+    argv = recipe(tmp_path / "run", tmp_path / "bundle", info.preset.geometry.subframes,
                          "--cavp-from", str(tmp_path / "frame"), "--presence-channel")
     assert train_cli.main(argv) == 0
     made, _ = load_bundle(tmp_path / "bundle")
@@ -68,16 +66,16 @@ def test_a_frame_presence_head_comes_along_and_a_slot_bundle_has_none(tmp_path):
         assert torch.equal(made.cavp.presence_head.state_dict()[k], v), k
     slotted = FrierenStack(with_presence_channel(info.preset, slots=info.preset.geometry.latents_per_frame))
     save_bundle(slotted, tmp_path / "slotted")
-    argv = _default_args(tmp_path / "run2", tmp_path / "bundle2", info.preset.geometry.subframes,
+    argv = recipe(tmp_path / "run2", tmp_path / "bundle2", info.preset.geometry.subframes,
                          "--cavp-from", str(tmp_path / "slotted"), "--presence-channel")
     with pytest.raises(SystemExit, match=r"--cavp-from adopted has none.*--presence-slots"):
         train_cli.main(argv)
 
 
-def test_slots_and_a_detector_are_fitted_on_the_adopted_branch(tmp_path):
+def test_slots_and_a_detector_are_fitted_on_the_adopted_branch(tmp_path, recipe):
     shipped, info = load_bundle(DEFAULT_BUNDLE)
     run_dir = tmp_path / "run"
-    assert train_cli.main(_default_args(run_dir, tmp_path / "bundle", info.preset.geometry.subframes,
+    assert train_cli.main(recipe(run_dir, tmp_path / "bundle", info.preset.geometry.subframes,
                                         "--cavp-from", str(DEFAULT_BUNDLE), "--presence-channel",
                                         "--presence-slots", str(info.preset.geometry.latents_per_frame),
                                         "--presence-detector-steps", "1")) == 0
@@ -88,18 +86,18 @@ def test_slots_and_a_detector_are_fitted_on_the_adopted_branch(tmp_path):
         assert torch.equal(v, expected[k]), k  # the generator's features are the adopted ones
 
 
-def test_a_bundle_with_another_video_branch_is_refused(tmp_path):
+def test_a_bundle_with_another_video_branch_is_refused(tmp_path, recipe):
     _, info = load_bundle(DEFAULT_BUNDLE)
     other_cavp = dataclasses.replace(info.preset.cavp, base_channels=info.preset.cavp.base_channels * 2)
     other = FrierenStack(dataclasses.replace(info.preset, cavp=other_cavp))
     save_bundle(other, tmp_path / "other")
     with pytest.raises(SystemExit, match=r"--cavp-from .*other.*video branch"):
-        train_cli.main(_default_args(tmp_path / "run", tmp_path / "bundle", info.preset.geometry.subframes,
+        train_cli.main(recipe(tmp_path / "run", tmp_path / "bundle", info.preset.geometry.subframes,
                                      "--cavp-from", str(tmp_path / "other"), "--vae-steps", "1"))
 
 
-def test_an_unreadable_bundle_is_named(tmp_path):
+def test_an_unreadable_bundle_is_named(tmp_path, recipe):
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "config.json").write_text("{not json")
     with pytest.raises(SystemExit, match=r"--cavp-from .*broken"):
-        train_cli.main(_default_args(tmp_path / "run", tmp_path / "bundle", 1, "--cavp-from", str(tmp_path / "broken")))
+        train_cli.main(recipe(tmp_path / "run", tmp_path / "bundle", 1, "--cavp-from", str(tmp_path / "broken")))
