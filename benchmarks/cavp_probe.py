@@ -85,9 +85,10 @@ def load_stage_state(checkpoint: str) -> Dict[str, torch.Tensor]:
                              "(expected a model bundle directory, e.g. frieren/assets/default)")
         # A bundle with the presence channel keeps the stage's presence head (and, with a detector, the
         # detector network) in its video branch: they go back under their own keys (so the presence
-        # detector reads the head), the threshold is dropped.
+        # detector reads the head), the thresholds and a stream's edge detector are dropped.
         return {(k if k.startswith(("presence_head.", "presence_net.")) else "video." + k): v
-                for k, v in stack.cavp.state_dict().items() if k != "presence_threshold"}
+                for k, v in stack.cavp.state_dict().items()
+                if k != "presence_threshold" and not k.startswith("presence_edge_")}
     try:
         saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
         if "state" in saved:       # the stage's final.pt

@@ -160,11 +160,20 @@ class CAVPConfig:
     # branch's architecture, fine-tuned from it on the slot labels: ``presence_net``), not the
     # generator's features; the condition's features stay the CAVP's.
     presence_detector: bool = False
+    # With ``presence_detector``: a second detector for windows read as a stream reads them
+    # (``presence_edge_net`` and ``presence_edge_head``, the detector fine-tuned further with the
+    # loss of each window's newest frame, the frame a stream without look-ahead emits and reads with
+    # nothing after it) and its thresholds (``presence_edge_threshold`` for a window's newest frame,
+    # ``presence_edge_window_threshold`` for the others). :meth:`CAVPVideoEncoder.condition` (the
+    # streaming path) reads it; a whole clip (offline) is read by ``presence_net`` as before.
+    presence_edge: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inflate", tuple(int(bool(v)) for v in self.inflate))
         if int(self.presence_slots) < 1:
             raise ValueError(f"CAVPConfig.presence_slots must be >= 1, got {self.presence_slots}")
+        if self.presence_edge and not self.presence_detector:
+            raise ValueError("CAVPConfig.presence_edge is a second presence detector; it needs presence_detector")
         if len(self.inflate) != 4:
             raise ValueError(f"CAVPConfig.inflate needs one flag per stage (4), got {self.inflate}")
         if int(self.subframes) < 1:
@@ -324,12 +333,14 @@ def with_subframes(preset: Preset, subframes: int) -> Preset:
                                cavp=dataclasses.replace(preset.cavp, subframes=int(subframes)))
 
 
-def with_presence_channel(preset: Preset, on: bool = True, slots: int = 1, detector: bool = False) -> Preset:
+def with_presence_channel(preset: Preset, on: bool = True, slots: int = 1, detector: bool = False,
+                          edge: bool = False) -> Preset:
     """``preset`` whose CAVP appends its presence decision to each frame's feature (``on``), one
     channel per slot of the frame (``slots``), the condition encoder taking those inputs too, the
-    head reading a detector network of its own (``detector``); ``on=False`` removes it."""
+    head reading a detector network of its own (``detector``), a window's newest frame decided at
+    a threshold of its own (``edge``); ``on=False`` removes it."""
     cavp = dataclasses.replace(preset.cavp, presence_channel=bool(on), presence_slots=int(slots) if on else 1,
-                               presence_detector=bool(detector) and bool(on))
+                               presence_detector=bool(detector) and bool(on), presence_edge=bool(edge) and bool(on))
     cond = dataclasses.replace(preset.cond, origin_dim=cavp.condition_dim)
     return dataclasses.replace(preset, cavp=cavp, cond=cond)
 

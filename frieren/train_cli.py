@@ -92,6 +92,15 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="with --presence-slots > 1: fine-tune a copy of the CAVP video branch with the slot head for N "
                         "steps on the slot labels, and let the head read that network (the generator's features stay "
                         "the CAVP's); 0 (default): the head reads the CAVP's frozen features. Recorded")
+    p.add_argument("--presence-edge-steps", type=int, default=0, metavar="N",
+                   help="with --presence-detector-steps: then fine-tune the detector N more steps with the loss of each "
+                        "window's newest frame added (--presence-edge-weight), the frame a stream without look-ahead "
+                        "emits and the detector reads with nothing after it, and decide that frame at a threshold of "
+                        "its own chosen on validation clips read window by window. 0 (default): no second phase, one "
+                        "threshold. Recorded")
+    p.add_argument("--presence-edge-weight", type=float, default=1.0, metavar="W",
+                   help="with --presence-edge-steps: weight of the newest frame's loss beside the whole window's "
+                        "(default 1.0)")
     p.add_argument("--presence-validation-clips", type=int, default=48, metavar="N",
                    help="synthetic validation clips the --presence-channel threshold is chosen on (default 48)")
     p.add_argument("--subframes", type=int, default=1, metavar="K",

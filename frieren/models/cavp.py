@@ -226,7 +226,12 @@ class CAVPVideoEncoder(nn.Module):
     ``presence_head`` (Linear embed_dim → ``cfg.presence_slots`` on the normalised feature: with one
     slot the CAVP stage's ``--cavp-presence-weight`` head, with more a head fitted on the frozen
     features, one logit per equal slot of the frame's period) and the buffer ``presence_threshold``
-    (a logit), and :meth:`condition` appends the head's decisions to each frame's feature.
+    (a logit), and :meth:`condition` appends the head's decisions to each frame's feature. With
+    ``cfg.presence_edge`` also a detector for windows read as a stream reads them, newest frame last:
+    ``presence_edge_net`` (the detector's architecture), ``presence_edge_head`` and the buffers
+    ``presence_edge_threshold`` (each window's newest frame) and ``presence_edge_window_threshold``
+    (its other frames); :meth:`condition` decides with it, :meth:`extract_condition` (a whole clip)
+    with ``presence_net``.
     """
 
     def __init__(self, cfg: CAVPConfig = CAVPConfig()):
@@ -240,8 +245,13 @@ class CAVPVideoEncoder(nn.Module):
             self.presence_head = nn.Linear(cfg.embed_dim, cfg.presence_slots)
             self.register_buffer("presence_threshold", torch.zeros(()))
             if cfg.presence_detector:
-                self.presence_net = CAVPVideoEncoder(dataclasses.replace(cfg, presence_channel=False,
-                                                                         presence_detector=False))
+                plain = dataclasses.replace(cfg, presence_channel=False, presence_detector=False, presence_edge=False)
+                self.presence_net = CAVPVideoEncoder(plain)
+                if cfg.presence_edge:
+                    self.presence_edge_net = CAVPVideoEncoder(plain)
+                    self.presence_edge_head = nn.Linear(cfg.embed_dim, cfg.presence_slots)
+                    self.register_buffer("presence_edge_threshold", torch.zeros(()))
+                    self.register_buffer("presence_edge_window_threshold", torch.zeros(()))
         self.eval()
 
     # -- mode -------------------------------------------------------------------------------
@@ -312,16 +322,37 @@ class CAVPVideoEncoder(nn.Module):
             raise RuntimeError("this CAVP has no presence head (CAVPConfig.presence_channel is off)")
         return self.presence_head(feats)
 
+    def window_presence_logits(self, video: torch.Tensor, edge: Optional[bool] = None,
+                               feats: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """video (B, F, C, H, W) in [0, 1], each window one clip -> the presence logits (B, F, slots)
+        that :meth:`condition` decides on: ``presence_edge_net``'s (``edge``, default
+        ``cfg.presence_edge``), else the detector's, else the head's on ``feats`` (the window's
+        features, computed here when not given)."""
+        if not self.cfg.presence_channel:
+            raise RuntimeError("this CAVP has no presence head (CAVPConfig.presence_channel is off)")
+        if self.cfg.presence_edge if edge is None else edge:
+            return self.presence_edge_head(self.presence_edge_net(video, normalize=True))
+        if self.cfg.presence_detector:
+            return self.presence_logits(self.presence_net(video, normalize=True))
+        return self.presence_logits(self.forward(video, normalize=True) if feats is None else feats)
+
     def condition(self, video: torch.Tensor) -> torch.Tensor:
         """What the generator is conditioned on: video (B, T, C, H, W) in [0, 1] → (B, T,
         ``cfg.condition_dim``): the L2-normalised features, and with ``cfg.presence_channel``
-        ``cfg.presence_slots`` more channels, 1.0 where the slot's presence logit exceeds
-        ``presence_threshold``, else 0.0."""
+        ``cfg.presence_slots`` more channels, 1.0 where the slot's presence logit exceeds the
+        threshold, else 0.0. Each window is one clip, its newest frame last: how a stream reads the
+        frames it has; with ``cfg.presence_edge`` the edge detector decides, the newest frame at
+        ``presence_edge_threshold`` and the others at ``presence_edge_window_threshold``, else one
+        threshold (``presence_threshold``) for every frame."""
         feats = self.forward(video, normalize=True)
         if not self.cfg.presence_channel:
             return feats
-        seen = self.presence_net(video, normalize=True) if self.cfg.presence_detector else feats
-        return self._with_presence(feats, self.presence_logits(seen))
+        logits = self.window_presence_logits(video, feats=feats)
+        if not self.cfg.presence_edge:
+            return self._with_presence(feats, logits)
+        said = torch.cat([logits[..., :-1, :] > self.presence_edge_window_threshold,
+                          logits[..., -1:, :] > self.presence_edge_threshold], dim=-2)
+        return torch.cat([feats, said.to(feats.dtype)], dim=-1)
 
     @torch.no_grad()
     def extract_condition(self, frames: torch.Tensor, chunk_frames: Optional[int] = None) -> torch.Tensor:
@@ -334,10 +365,15 @@ class CAVPVideoEncoder(nn.Module):
 
     @torch.no_grad()
     def extract_presence_logits(self, frames: torch.Tensor, chunk_frames: Optional[int] = None,
-                                feats: Optional[torch.Tensor] = None) -> torch.Tensor:
+                                feats: Optional[torch.Tensor] = None, edge: bool = False) -> torch.Tensor:
         """frames (T, C, H, W) in [0, 1] → the presence head's logits (T, presence_slots) of a whole
         clip, from the detector network's features with ``cfg.presence_detector``, else from the
-        CAVP's (``feats``, this clip's :meth:`extract`, when already at hand)."""
+        CAVP's (``feats``, this clip's :meth:`extract`, when already at hand); ``edge``: the edge
+        detector's (``cfg.presence_edge``), as it reads a whole clip."""
+        if edge:
+            if not self.cfg.presence_edge:
+                raise RuntimeError("this CAVP has no edge detector (CAVPConfig.presence_edge is off)")
+            return self.presence_edge_head(self.presence_edge_net.extract(frames, chunk_frames))
         if self.cfg.presence_detector:
             feats = self.presence_net.extract(frames, chunk_frames)
         elif feats is None:

@@ -84,6 +84,10 @@ def stage_summaries(r: Run) -> dict:
     presence = r.stage_dir("cavp") / "presence_threshold.json"
     if presence.is_file():  # --presence-channel: the threshold and the validation clips it was chosen on
         out["presence_threshold"] = json.loads(presence.read_text())
+    for name in ("presence_edge_threshold", "presence_edge_window_threshold"):   # --presence-edge-steps
+        edge = r.stage_dir("cavp") / f"{name}.json"
+        if edge.is_file() and r.preset.cavp.presence_edge:
+            out[name] = json.loads(edge.read_text())
     scale = r.stage_dir("vae") / "scale.json"
     if scale.is_file():
         out["latent_scale"] = json.loads(scale.read_text())

@@ -38,7 +38,7 @@ TOLERANCE_MS = 125.0
 THRESHOLD_GRID = tuple(float(x) for x in np.round(np.linspace(-4.0, 4.0, 81), 6))
 
 __all__ = ["VALIDATION_SEED0", "VALIDATION_CLIPS", "choose_threshold", "validation_threshold",
-           "onset_slot_labels", "truth_channels", "fit_slot_head", "slot_onsets"]
+           "onset_slot_labels", "truth_channels", "fit_slot_head", "slot_onsets", "window_edge_logits"]
 
 
 def frame_onsets(logits: np.ndarray, threshold: float, samples_per_frame: int) -> np.ndarray:
@@ -148,37 +148,64 @@ def choose_threshold(logits: Sequence[np.ndarray], onsets: Sequence[Sequence[int
     return best
 
 
+THRESHOLD_BUFFERS = ("presence_threshold", "presence_edge_threshold", "presence_edge_window_threshold")
+
+
 def validation_threshold(cavp, preset, record: Path, seconds: float = 8.0, clips: int = VALIDATION_CLIPS,
-                         seed0: int = VALIDATION_SEED0) -> float:
+                         seed0: int = VALIDATION_SEED0, edge: bool = False, newest: bool = False) -> float:
     """The threshold of ``cavp``'s presence head (a CAVPVideoEncoder with ``presence_channel``; one
-    threshold for all its slots),
-    chosen on ``clips`` validation clips rendered from ``seed0``. The choice and its scores are kept
-    in the JSON file ``record`` and reused while the CAVP's weights are the same."""
+    threshold for all its slots) reading whole clips, chosen on ``clips`` validation clips rendered
+    from ``seed0``. ``edge``: of its edge detector (``cfg.presence_edge``) reading whole clips;
+    ``newest``: of what decides a window's newest frame, every frame read as a stream without
+    look-ahead reads it (:func:`window_edge_logits`). The choice and its scores are kept in the JSON
+    file ``record`` and reused while the CAVP's weights are the same."""
     from frieren.eval.table import render_clips
     from frieren.training.data import state_fingerprint
 
     if clips < 1:
         raise SystemExit(f"--presence-validation-clips must be at least 1 (the threshold is chosen on them), got {clips}")
-    # the weights the threshold is chosen for, not the threshold buffer itself
-    fp = state_fingerprint({k: v for k, v in cavp.state_dict().items() if k != "presence_threshold"})
+    # the weights the threshold is chosen for, not the threshold buffers themselves
+    fp = state_fingerprint({k: v for k, v in cavp.state_dict().items() if k not in THRESHOLD_BUFFERS})
     if record.is_file():
         kept = json.loads(record.read_text())
         if kept.get("fingerprint") == fp and kept.get("clips") == clips and kept.get("seed0") == seed0:
             return float(kept["threshold"])
     g = preset.geometry
-    log.info("choosing the presence threshold on %d validation clips (seeds %d..%d)", clips, seed0, seed0 + clips - 1)
+    which = ("the presence threshold of a window's newest frame" if newest else
+             "the edge detector's presence threshold" if edge else "the presence threshold")
+    log.info("choosing %s on %d validation clips (seeds %d..%d)", which, clips, seed0, seed0 + clips - 1)
     rendered = render_clips(list(range(seed0, seed0 + clips)), seconds, preset)
     was_training = cavp.training
     cavp.eval()
     with torch.no_grad():
-        logits: List[np.ndarray] = [cavp.extract_presence_logits(c.frames).numpy() for c in rendered]
+        logits: List[np.ndarray] = [
+            (window_edge_logits(cavp, c.frames, g.frames_per_window) if newest
+             else cavp.extract_presence_logits(c.frames, edge=edge)).numpy() for c in rendered]
     cavp.train(was_training)
     threshold, scores = choose_threshold(logits, [c.onsets for c in rendered], g.samples_per_frame, g.sample_rate)
-    log.info("presence threshold %.2f (logit): onset F1 +-125 ms %.3f (P %.3f, R %.3f) on the validation clips",
+    log.info("%s %.2f (logit): onset F1 +-125 ms %.3f (P %.3f, R %.3f) on the validation clips", which,
              threshold, scores["f1"], scores["precision"], scores["recall"])
     record.parent.mkdir(parents=True, exist_ok=True)
     tmp = record.with_suffix(".tmp")
     tmp.write_text(json.dumps({"threshold": threshold, "fingerprint": fp, "clips": clips, "seed0": seed0,
-                               "seconds": seconds, "tolerance_ms": TOLERANCE_MS, **scores}, indent=1))
+                               "seconds": seconds, "tolerance_ms": TOLERANCE_MS, "read": (
+                                   "newest frame of a window" if newest else "whole clips"), **scores}, indent=1))
     tmp.replace(record)
     return threshold
+
+
+def window_edge_logits(cavp, frames: torch.Tensor, window: int, lookahead: int = 0, batch: int = 16) -> torch.Tensor:
+    """The presence head read as a stream reads it: frames (N, C, S, S) in [0, 1] of one clip ->
+    (N, slots), frame j's logits from a window of ``window`` frames whose newest is j +
+    ``lookahead`` (frames before the clip's first repeat it, as a stream's start-up padding does;
+    frames after its last repeat the last). ``cavp`` is a CAVPVideoEncoder with the presence channel,
+    read as :meth:`~frieren.models.cavp.CAVPVideoEncoder.condition` reads it (its edge detector
+    with ``cfg.presence_edge``)."""
+    n = frames.shape[0]
+    out = []
+    with torch.no_grad():
+        for s in range(0, n, batch):
+            video = torch.stack([frames[torch.arange(j + lookahead - window + 1, j + lookahead + 1).clamp(0, n - 1)]
+                                 for j in range(s, min(n, s + batch))])                  # (B, window, C, S, S)
+            out.append(cavp.window_presence_logits(video)[:, window - 1 - lookahead])
+    return torch.cat(out)

@@ -7,6 +7,12 @@ the CAVP video branch with the fitted slot head on top, fine-tuned end to end on
 (binary cross-entropy, random 16-frame windows of the flow stages' clips, horizontal flips). The
 generator's features stay the CAVP's; the detector only decides the presence channels.
 
+A stream without look-ahead emits the audio of its window's newest frame, which the detector reads
+with nothing after it (zero temporal padding): it must foresee the impact from the fall. With
+``edge_weight`` > 0 the loss adds that much of the binary cross-entropy of each window's last frame
+alone (``--presence-edge-steps``, a second phase after the first), so the network learns that read
+too.
+
 Deterministic per seed and thread count; a checkpoint every ``ckpt_every`` steps lets an
 interrupted run resume where it stopped.
 """
@@ -28,18 +34,21 @@ __all__ = ["fine_tune_detector"]
 def fine_tune_detector(cfg, video_weights: Dict[str, torch.Tensor], head_state: Dict[str, torch.Tensor],
                        frames: Sequence[torch.Tensor], labels: Sequence[torch.Tensor], *, steps: int, seed: int,
                        ckpt: Path, batch_size: int = 8, window: int = 16, lr: float = 1e-4, head_lr: float = 1e-3,
-                       flip: float = 0.5, ckpt_every: int = 250, progress: bool = True
+                       flip: float = 0.5, ckpt_every: int = 250, progress: bool = True, edge_weight: float = 0.0,
+                       desc: str = "presence detector"
                        ) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor], Dict[str, float]]:
     """Fine-tune a copy of the video branch (``cfg``: a CAVPConfig without the presence channel,
     ``video_weights`` its state) and the slot head (``head_state``) on per-clip frames uint8
-    (N_c, 3K, S, S) and slot labels (N_c, slots). -> (network state, head state, {"loss": mean of
-    the last 50 steps})."""
+    (N_c, 3K, S, S) and slot labels (N_c, slots); ``edge_weight``: plus that much of the loss of
+    each window's last frame. -> (network state, head state, {"loss": mean of the last 50 steps})."""
     from tqdm import tqdm
 
     from frieren.models.cavp import CAVPVideoEncoder
 
     if steps < 1:
         raise ValueError(f"the presence detector needs at least one step, got {steps}")
+    if edge_weight < 0:
+        raise ValueError(f"the newest frame's loss weight must be >= 0, got {edge_weight}")
     if len(frames) != len(labels) or not frames:
         raise ValueError(f"{len(frames)} clips of frames vs {len(labels)} of labels")
     usable = [i for i, f in enumerate(frames) if f.shape[0] >= window]
@@ -59,8 +68,8 @@ def fine_tune_detector(cfg, video_weights: Dict[str, torch.Tensor], head_state: 
         opt.load_state_dict(saved["opt"])
         gen.set_state(saved["rng"])
         step, recent = int(saved["step"]), list(saved["recent"])
-        log.info("presence detector: resuming at step %d of %d", step, steps)
-    bar = tqdm(total=steps, initial=step, desc="presence detector", unit="step", disable=not progress)
+        log.info("%s: resuming at step %d of %d", desc, step, steps)
+    bar = tqdm(total=steps, initial=step, desc=desc, unit="step", disable=not progress)
     net.train()
     while step < steps:
         xs, ys = [], []
@@ -73,7 +82,10 @@ def fine_tune_detector(cfg, video_weights: Dict[str, torch.Tensor], head_state: 
             xs.append(x)
             ys.append(labels[c][s:s + window])
         logits = head(net(torch.stack(xs), normalize=True))           # (B, W, slots)
-        loss = F.binary_cross_entropy_with_logits(logits, torch.stack(ys).to(logits))
+        target = torch.stack(ys).to(logits)
+        loss = F.binary_cross_entropy_with_logits(logits, target)
+        if edge_weight > 0:
+            loss = loss + edge_weight * F.binary_cross_entropy_with_logits(logits[:, -1], target[:, -1])
         opt.zero_grad()
         loss.backward()
         opt.step()

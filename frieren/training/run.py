@@ -34,12 +34,18 @@ class Run:
             self.preset = dataclasses.replace(self.preset, estimator=dataclasses.replace(self.preset.estimator, **est))
         # the detector network is part of the architecture: recorded (as a flag) like the sizes
         args.presence_detector = True if getattr(args, "presence_detector_steps", 0) > 0 else None
+        args.presence_edge = True if getattr(args, "presence_edge_steps", 0) > 0 else None
         cavp = self._recorded_size(args, "cavp", (("depth", "cavp_depth"), ("presence_channel", "presence_channel"),
                                                   ("presence_slots", "presence_slots"),
-                                                  ("presence_detector", "presence_detector")))
+                                                  ("presence_detector", "presence_detector"),
+                                                  ("presence_edge", "presence_edge")))
         presence = bool(cavp.pop("presence_channel", False))
         slots = int(cavp.pop("presence_slots", 1))
         detector = bool(cavp.pop("presence_detector", False))
+        edge = bool(cavp.pop("presence_edge", False))
+        if edge and not detector:
+            raise SystemExit("--presence-edge-steps fine-tunes the presence detector further; it needs "
+                             "--presence-detector-steps (for example 6000)")
         if cavp:
             self.preset = dataclasses.replace(self.preset, cavp=dataclasses.replace(self.preset.cavp, **cavp))
         if presence:
@@ -51,7 +57,7 @@ class Run:
             if detector and slots == 1:
                 raise SystemExit("--presence-detector-steps fine-tunes the slot presence head's network; it needs "
                                  "--presence-slots > 1 (for example 4)")
-            self.preset = with_presence_channel(self.preset, slots=slots, detector=detector)
+            self.preset = with_presence_channel(self.preset, slots=slots, detector=detector, edge=edge)
         elif getattr(args, "presence_channel_train", "head") != "head" or slots != 1 or detector:
             raise SystemExit("--presence-channel-train, --presence-slots and --presence-detector-steps say what the "
                              "presence channel holds; each needs --presence-channel (in this command or recorded "
@@ -201,6 +207,12 @@ class Run:
             if cfg.presence_detector:
                 net, head = self.presence_detector(weights, head)
                 weights.update({f"presence_net.{k}": v for k, v in net.items()})
+                if cfg.presence_edge:
+                    edge_net, edge_head = self.edge_detector(net, head)
+                    weights.update({f"presence_edge_net.{k}": v for k, v in edge_net.items()})
+                    weights.update({f"presence_edge_head.{k}": v for k, v in edge_head.items()})
+                    weights["presence_edge_threshold"] = torch.zeros(())
+                    weights["presence_edge_window_threshold"] = torch.zeros(())
             weights.update({f"presence_head.{k}": v for k, v in head.items()})
             weights["presence_threshold"] = torch.zeros(())
         elif cfg.presence_channel:
@@ -225,6 +237,12 @@ class Run:
                                              seconds=self.args.clip_seconds,
                                              clips=getattr(self.args, "presence_validation_clips", 48))
             cavp.presence_threshold.fill_(threshold)
+        if cfg.presence_edge:
+            kw = dict(seconds=self.args.clip_seconds, clips=getattr(self.args, "presence_validation_clips", 48))
+            cavp.presence_edge_window_threshold.fill_(validation_threshold(
+                cavp, self.preset, self.stage_dir("cavp") / "presence_edge_window_threshold.json", edge=True, **kw))
+            cavp.presence_edge_threshold.fill_(validation_threshold(
+                cavp, self.preset, self.stage_dir("cavp") / "presence_edge_threshold.json", newest=True, **kw))
         return cavp.eval()
 
     def clip_onsets(self, clips) -> list:
@@ -305,6 +323,40 @@ class Run:
                                              self.slot_labels(w.clips), steps=steps, seed=self.args.seed + 7,
                                              ckpt=ckpt, progress=self.progress)
         log.info("presence detector fine-tuned for %d steps: loss %.4f (last 50 steps)", steps, info["loss"])
+        if self.ctx.is_main:
+            tmp = path.with_suffix(".tmp")
+            torch.save({"net": net, "head": head, "fingerprint": fp, "info": info}, tmp)
+            tmp.replace(path)
+        return net, head
+
+    def edge_detector(self, net: dict, head: dict):
+        """``--presence-edge-steps N``: the presence detector (``net``, ``head``) fine-tuned N more steps
+        with the loss of each window's newest frame added (``--presence-edge-weight``), once per
+        detector; kept in ``<run>/cavp/presence_detector_edge.pt``. -> (network state, head state)."""
+        from frieren.training.data import state_fingerprint
+        from frieren.training.presence_detector import fine_tune_detector
+        steps = getattr(self.args, "presence_edge_steps", 0)
+        weight = float(getattr(self.args, "presence_edge_weight", 1.0))
+        path = self.stage_dir("cavp") / "presence_detector_edge.pt"
+        source = state_fingerprint(net, head)
+        if path.is_file():
+            kept = torch.load(path, map_location="cpu", weights_only=True)
+            same = kept.get("fingerprint", "").split("-")[0] == source
+            if same and (steps == 0 or (steps == kept["info"]["steps"] and weight == kept["info"]["edge_weight"])):
+                return kept["net"], kept["head"]     # steps == 0: a later command (`bundle`) repeats no flags
+        if steps < 1:
+            raise SystemExit(f"{self.dir} records a newest-frame presence phase (cavp.json) and none is trained for "
+                             f"this detector yet: pass --presence-edge-steps N (for example 2000)")
+        w = self.windows("flow")
+        fp = f"{source}-{steps}-{weight}"
+        ckpt = self.stage_dir("cavp") / f"presence_detector_edge_ckpt_{source[:12]}_{steps}_{weight:g}.pt"
+        net, head, info = fine_tune_detector(self.preset.cavp, net, head, [c.frames for c in w.clips],
+                                             self.slot_labels(w.clips), steps=steps, seed=self.args.seed + 8,
+                                             ckpt=ckpt, progress=self.progress, edge_weight=weight,
+                                             desc="presence detector, newest frame")
+        info["edge_weight"] = weight
+        log.info("presence detector fine-tuned %d more steps with the newest frame's loss x %g: loss %.4f (last 50 "
+                 "steps)", steps, weight, info["loss"])
         if self.ctx.is_main:
             tmp = path.with_suffix(".tmp")
             torch.save({"net": net, "head": head, "fingerprint": fp, "info": info}, tmp)

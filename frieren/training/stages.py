@@ -137,7 +137,8 @@ def adopt_bundle_cavp(run: Run, bundle: os.PathLike) -> dict:
         raise SystemExit(f"--cavp-from {bundle}: {error}") from error
 
     def branch(cfg):  # the video branch's shape, whatever the presence channel says
-        return dataclasses.replace(cfg, presence_channel=False, presence_slots=1, presence_detector=False)
+        return dataclasses.replace(cfg, presence_channel=False, presence_slots=1, presence_detector=False,
+                                   presence_edge=False)
 
     if branch(info.preset.cavp) != branch(run.preset.cavp):
         raise SystemExit(f"--cavp-from {bundle}: its CAVP video branch ({branch(info.preset.cavp)}) is not this "
@@ -146,7 +147,7 @@ def adopt_bundle_cavp(run: Run, bundle: os.PathLike) -> dict:
     own = info.preset.cavp
     state = {}
     for key, value in stack.cavp.state_dict().items():
-        if key.startswith(("presence_net.", "presence_threshold")):
+        if key.startswith(("presence_net.", "presence_threshold", "presence_edge_")):
             continue
         if key.startswith("presence_head."):
             if own.presence_slots == 1:  # a frame head, as the CAVP stage trains it

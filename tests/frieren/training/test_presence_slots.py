@@ -161,6 +161,21 @@ def test_the_detector_fine_tunes_deterministically_and_resumes(tmp_path):
         fine_tune_detector(cfg, video, head, frames, labels, steps=1, ckpt=tmp_path / "c.pt", **{**kw, "window": 32})
 
 
+def test_the_newest_frame_loss_changes_the_fine_tuning_and_stays_deterministic(tmp_path):
+    """``edge_weight`` (--presence-edge-steps): each window's last frame's loss added to the window's."""
+    from frieren.training.presence_detector import fine_tune_detector
+
+    cfg, video, head, frames, labels = _detector_inputs()
+    kw = dict(steps=2, seed=5, batch_size=2, window=16, progress=False)
+    plain, _, _ = fine_tune_detector(cfg, video, head, frames, labels, ckpt=tmp_path / "a.pt", **kw)
+    edge, _, info = fine_tune_detector(cfg, video, head, frames, labels, ckpt=tmp_path / "b.pt", edge_weight=2.0, **kw)
+    again, _, _ = fine_tune_detector(cfg, video, head, frames, labels, ckpt=tmp_path / "c.pt", edge_weight=2.0, **kw)
+    key = "video_project_head.weight"
+    assert not torch.equal(plain[key], edge[key]) and torch.equal(edge[key], again[key]) and info["loss"] > 0
+    with pytest.raises(ValueError, match=">= 0"):
+        fine_tune_detector(cfg, video, head, frames, labels, ckpt=tmp_path / "d.pt", edge_weight=-1.0, **kw)
+
+
 def test_a_run_with_a_presence_detector_decides_the_channel_with_its_own_network(tmp_path, tiny_recipe_args):
     run, out = tmp_path / "run", tmp_path / "bundle"
     assert train_cli.main(tiny_recipe_args(run, out, "--presence-channel", "--presence-slots", "4",
