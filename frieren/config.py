@@ -172,7 +172,7 @@ class CAVPConfig:
         object.__setattr__(self, "inflate", tuple(int(bool(v)) for v in self.inflate))
         if int(self.presence_slots) < 1:
             raise ValueError(f"CAVPConfig.presence_slots must be >= 1, got {self.presence_slots}")
-        if self.presence_edge and not self.presence_detector:
+        if self.presence_channel and self.presence_edge and not self.presence_detector:
             raise ValueError("CAVPConfig.presence_edge is a second presence detector; it needs presence_detector")
         if len(self.inflate) != 4:
             raise ValueError(f"CAVPConfig.inflate needs one flag per stage (4), got {self.inflate}")

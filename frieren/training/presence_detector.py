@@ -54,7 +54,8 @@ def fine_tune_detector(cfg, video_weights: Dict[str, torch.Tensor], head_state: 
     usable = [i for i, f in enumerate(frames) if f.shape[0] >= window]
     if not usable:
         raise SystemExit(f"the presence detector trains on windows of {window} frames and no clip is that long")
-    net = CAVPVideoEncoder(dataclasses.replace(cfg, presence_channel=False, presence_detector=False))
+    net = CAVPVideoEncoder(dataclasses.replace(cfg, presence_channel=False, presence_detector=False,
+                                               presence_edge=False))
     net.load_state_dict(video_weights)
     head = torch.nn.Linear(net.cfg.embed_dim, labels[0].shape[1])
     head.load_state_dict(head_state)
