@@ -337,8 +337,8 @@ def with_presence_channel(preset: Preset, on: bool = True, slots: int = 1, detec
                           edge: bool = False) -> Preset:
     """``preset`` whose CAVP appends its presence decision to each frame's feature (``on``), one
     channel per slot of the frame (``slots``), the condition encoder taking those inputs too, the
-    head reading a detector network of its own (``detector``), a window's newest frame decided at
-    a threshold of its own (``edge``); ``on=False`` removes it."""
+    head reading a detector network of its own (``detector``), stream windows decided by a second
+    detector with thresholds of its own (``edge``); ``on=False`` removes it."""
     cavp = dataclasses.replace(preset.cavp, presence_channel=bool(on), presence_slots=int(slots) if on else 1,
                                presence_detector=bool(detector) and bool(on), presence_edge=bool(edge) and bool(on))
     cond = dataclasses.replace(preset.cond, origin_dim=cavp.condition_dim)

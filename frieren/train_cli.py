@@ -95,9 +95,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--presence-edge-steps", type=int, default=0, metavar="N",
                    help="with --presence-detector-steps: then fine-tune the detector N more steps with the loss of each "
                         "window's newest frame added (--presence-edge-weight), the frame a stream without look-ahead "
-                        "emits and the detector reads with nothing after it, and decide that frame at a threshold of "
-                        "its own chosen on validation clips read window by window. 0 (default): no second phase, one "
-                        "threshold. Recorded")
+                        "emits and the detector reads with nothing after it; the result ships as a second detector, "
+                        "with thresholds of its own chosen on validation clips, that decides stream windows only "
+                        "(whole clips keep the first). 0 (default): no second detector. Recorded")
     p.add_argument("--presence-edge-weight", type=float, default=1.0, metavar="W",
                    help="with --presence-edge-steps: weight of the newest frame's loss beside the whole window's "
                         "(default 1.0)")

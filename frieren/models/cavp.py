@@ -322,15 +322,14 @@ class CAVPVideoEncoder(nn.Module):
             raise RuntimeError("this CAVP has no presence head (CAVPConfig.presence_channel is off)")
         return self.presence_head(feats)
 
-    def window_presence_logits(self, video: torch.Tensor, edge: Optional[bool] = None,
-                               feats: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def window_presence_logits(self, video: torch.Tensor, feats: Optional[torch.Tensor] = None) -> torch.Tensor:
         """video (B, F, C, H, W) in [0, 1], each window one clip -> the presence logits (B, F, slots)
-        that :meth:`condition` decides on: ``presence_edge_net``'s (``edge``, default
-        ``cfg.presence_edge``), else the detector's, else the head's on ``feats`` (the window's
-        features, computed here when not given)."""
+        that :meth:`condition` decides on: ``presence_edge_net``'s with ``cfg.presence_edge``, else
+        the detector's, else the head's on ``feats`` (the window's features, computed here when not
+        given)."""
         if not self.cfg.presence_channel:
             raise RuntimeError("this CAVP has no presence head (CAVPConfig.presence_channel is off)")
-        if self.cfg.presence_edge if edge is None else edge:
+        if self.cfg.presence_edge:
             return self.presence_edge_head(self.presence_edge_net(video, normalize=True))
         if self.cfg.presence_detector:
             return self.presence_logits(self.presence_net(video, normalize=True))
