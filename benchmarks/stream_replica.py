@@ -55,7 +55,7 @@ def hop_conditions(stack, frames: torch.Tensor, lookahead: int = 0, batch: int =
         whole = cavp.extract_condition(frames, chunk_frames=stack.preset.cavp.chunk_frames)[idx]
     out = {"stream": edge, "whole-clip condition per hop": whole}
     if stack.preset.cavp.presence_channel:
-        k = stack.preset.cavp.presence_slots
+        k = stack.preset.cavp.presence_slots + stack.preset.cavp.material_channel   # every decided channel
         out["stream, whole-clip channels"] = torch.cat([edge[..., :-k], whole[..., -k:]], -1)
     return out
 

@@ -167,6 +167,12 @@ class CAVPConfig:
     # ``presence_edge_window_threshold`` for the others). :meth:`CAVPVideoEncoder.condition` (the
     # streaming path) reads it; a whole clip (offline) is read by ``presence_net`` as before.
     presence_edge: bool = False
+    # With ``presence_channel`` and ``presence_detector`` (else 0): M material channels more (M = the number of material classes;
+    # 0 = none). The detector network also carries ``presence_material_head`` (Linear embed_dim ->
+    # M + 1: which material's impact starts in the frame, or none, the last class), and the
+    # condition appends its decision one-hot (all zero where it says none), so the generator is
+    # told which material strikes, not only shown the frame.
+    material_channel: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inflate", tuple(int(bool(v)) for v in self.inflate))
@@ -174,6 +180,16 @@ class CAVPConfig:
             raise ValueError(f"CAVPConfig.presence_slots must be >= 1, got {self.presence_slots}")
         if self.presence_channel and self.presence_edge and not self.presence_detector:
             raise ValueError("CAVPConfig.presence_edge is a second presence detector; it needs presence_detector")
+        if int(self.material_channel) < 0 or int(self.material_channel) == 1:
+            raise ValueError(f"CAVPConfig.material_channel counts material classes (0 = off, else >= 2), "
+                             f"got {self.material_channel}")
+        if not (self.presence_channel and self.presence_detector):
+            # like presence_slots and the detector flags, meaningless without the detector: a config
+            # that turns the presence channel off (the plain video branch) drops it too
+            object.__setattr__(self, "material_channel", 0)
+        if int(self.material_channel) and self.presence_edge:
+            raise ValueError("CAVPConfig.material_channel and presence_edge together are not supported: the "
+                             "newest-frame detector has no material head; turn one of them off")
         if len(self.inflate) != 4:
             raise ValueError(f"CAVPConfig.inflate needs one flag per stage (4), got {self.inflate}")
         if int(self.subframes) < 1:
@@ -187,8 +203,10 @@ class CAVPConfig:
     @property
     def condition_dim(self) -> int:
         """Width of the per-frame condition the CAVP hands the generator: the feature, plus the
-        presence decision (``presence_slots`` channels) when ``presence_channel``."""
-        return int(self.embed_dim) + (int(self.presence_slots) if self.presence_channel else 0)
+        presence decision (``presence_slots`` channels) when ``presence_channel``, plus the struck
+        material's one-hot (``material_channel`` channels)."""
+        return (int(self.embed_dim) + (int(self.presence_slots) if self.presence_channel else 0)
+                + int(self.material_channel))
 
 
 @dataclass(frozen=True)
@@ -316,7 +334,8 @@ class Preset:
         if self.cond.origin_dim != self.cavp.condition_dim:
             problems.append(f"cond.origin_dim={self.cond.origin_dim} != cavp.condition_dim={self.cavp.condition_dim} "
                             f"(embed_dim {self.cavp.embed_dim}"
-                            f"{f' + {self.cavp.presence_slots} presence channel(s)' if self.cavp.presence_channel else ''})")
+                            f"{f' + {self.cavp.presence_slots} presence channel(s)' if self.cavp.presence_channel else ''}"
+                            f"{f' + {self.cavp.material_channel} material channels' if self.cavp.material_channel else ''})")
         if self.mel.hop_length != g.hop_length or self.mel.sample_rate != g.sample_rate:
             problems.append("mel hop/sample_rate disagree with geometry")
         if self.cavp.subframes != g.subframes:
@@ -334,13 +353,15 @@ def with_subframes(preset: Preset, subframes: int) -> Preset:
 
 
 def with_presence_channel(preset: Preset, on: bool = True, slots: int = 1, detector: bool = False,
-                          edge: bool = False) -> Preset:
+                          edge: bool = False, materials: int = 0) -> Preset:
     """``preset`` whose CAVP appends its presence decision to each frame's feature (``on``), one
     channel per slot of the frame (``slots``), the condition encoder taking those inputs too, the
     head reading a detector network of its own (``detector``), stream windows decided by a second
-    detector with thresholds of its own (``edge``); ``on=False`` removes it."""
+    detector with thresholds of its own (``edge``), the detector also naming the struck material in
+    ``materials`` channels (0 = not); ``on=False`` removes it."""
     cavp = dataclasses.replace(preset.cavp, presence_channel=bool(on), presence_slots=int(slots) if on else 1,
-                               presence_detector=bool(detector) and bool(on), presence_edge=bool(edge) and bool(on))
+                               presence_detector=bool(detector) and bool(on), presence_edge=bool(edge) and bool(on),
+                               material_channel=int(materials) if on and detector else 0)
     cond = dataclasses.replace(preset.cond, origin_dim=cavp.condition_dim)
     return dataclasses.replace(preset, cavp=cavp, cond=cond)
 

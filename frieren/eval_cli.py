@@ -64,7 +64,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="omit the reference rows 'GT mel + vocoder' and 'GT mel + VAE + vocoder'")
     p.add_argument("--presence-truth", action="store_true",
                    help="also score each model that has the presence channel with the channel set to the synthetic "
-                        "world's truth (a perfect presence head): the generator's ceiling given one")
+                        "world's truth (a perfect presence head; with material channels also those): the "
+                        "generator's ceiling given one")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG (no matplotlib needed)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")

@@ -101,6 +101,15 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--presence-edge-weight", type=float, default=1.0, metavar="W",
                    help="with --presence-edge-steps: weight of the newest frame's loss beside the whole window's "
                         "(default 1.0)")
+    p.add_argument("--material-channel-steps", type=int, default=0, metavar="N",
+                   help="with --presence-detector-steps: then fine-tune the detector N more steps with a material head "
+                        "added (which material's impact starts in each frame, or none; the synthetic world's labels), "
+                        "and give the generator its decision as one more condition channel per material (trained on "
+                        "the world's truth with --presence-channel-train truth), so it is told which material "
+                        "strikes. Synthetic data only. 0 (default): no material channels. Recorded")
+    p.add_argument("--material-channel-weight", type=float, default=1.0, metavar="W",
+                   help="with --material-channel-steps: weight of the material cross-entropy beside the slot loss "
+                        "(default 1.0)")
     p.add_argument("--presence-validation-clips", type=int, default=48, metavar="N",
                    help="synthetic validation clips the --presence-channel threshold is chosen on (default 48)")
     p.add_argument("--subframes", type=int, default=1, metavar="K",

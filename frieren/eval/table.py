@@ -103,14 +103,22 @@ def render_clips(seeds: Sequence[int], seconds: float, preset) -> List[HeldOutCl
 
 
 def _truth_edit(clip: HeldOutClip, preset):
-    """A ``condition_edit`` that sets the presence channels of ``clip``'s condition to the world's truth."""
+    """A ``condition_edit`` that sets the presence channels (and material channels, if any) of ``clip``'s
+    condition to the world's truth."""
     from frieren.training.presence import truth_channels
 
+    from frieren.synth import SceneConfig
+
     g, slots = preset.geometry, preset.cavp.presence_slots
+    materials = SceneConfig().materials if preset.cavp.material_channel else ()
+    if len(materials) != preset.cavp.material_channel:
+        raise ValueError(f"the bundle has {preset.cavp.material_channel} material channels and the synthetic world "
+                         f"{len(materials)} materials; --presence-truth cannot say its materials")
+    width = slots + len(materials)
 
     def edit(cond: torch.Tensor) -> torch.Tensor:
-        truth = truth_channels(clip.events, cond.shape[0], g.samples_per_frame, slots, g.sample_rate)
-        return torch.cat([cond[:, :-slots], truth.to(cond)], 1)
+        truth = truth_channels(clip.events, cond.shape[0], g.samples_per_frame, slots, g.sample_rate, materials)
+        return torch.cat([cond[:, :-width], truth.to(cond)], 1)
     return edit
 
 
@@ -263,7 +271,8 @@ def run_eval(cfg: EvalConfig, progress: bool = True) -> Dict[str, object]:
             rows.append(row)
             last_audios, last_row = audios, row
             if cfg.presence_truth and stack.preset.cavp.presence_channel:
-                truth = {"model": f"{spec.name}, presence channel = the world's truth", "steps": int(steps),
+                told = "presence and material channels" if stack.preset.cavp.material_channel else "presence channel"
+                truth = {"model": f"{spec.name}, {told} = the world's truth", "steps": int(steps),
                          "cfg_scale": cfg_scale, "nfe": row["nfe"], "s_per_window": None}
                 truth.update(scorer.score([gen.generate_frames(c.frames, len(c.audio),
                                                                GenerateOptions(steps=steps, seed=c.seed, progress=False),

@@ -231,7 +231,9 @@ class CAVPVideoEncoder(nn.Module):
     ``presence_edge_net`` (the detector's architecture), ``presence_edge_head`` and the buffers
     ``presence_edge_threshold`` (each window's newest frame) and ``presence_edge_window_threshold``
     (its other frames); :meth:`condition` decides with it, :meth:`extract_condition` (a whole clip)
-    with ``presence_net``.
+    with ``presence_net``. With ``cfg.material_channel`` (M) ``presence_material_head`` (Linear
+    embed_dim → M + 1 on ``presence_net``'s features: the struck material, or none) and the
+    condition's last M channels are its decision (:func:`material_one_hot`).
     """
 
     def __init__(self, cfg: CAVPConfig = CAVPConfig()):
@@ -247,6 +249,8 @@ class CAVPVideoEncoder(nn.Module):
             if cfg.presence_detector:
                 plain = dataclasses.replace(cfg, presence_channel=False, presence_detector=False, presence_edge=False)
                 self.presence_net = CAVPVideoEncoder(plain)
+                if cfg.material_channel:
+                    self.presence_material_head = nn.Linear(cfg.embed_dim, cfg.material_channel + 1)
                 if cfg.presence_edge:
                     self.presence_edge_net = CAVPVideoEncoder(plain)
                     self.presence_edge_head = nn.Linear(cfg.embed_dim, cfg.presence_slots)
@@ -346,6 +350,9 @@ class CAVPVideoEncoder(nn.Module):
         feats = self.forward(video, normalize=True)
         if not self.cfg.presence_channel:
             return feats
+        if self.cfg.material_channel:
+            said = self.presence_net(video, normalize=True)
+            return self._with_presence(feats, self.presence_logits(said), self.presence_material_head(said))
         logits = self.window_presence_logits(video, feats=feats)
         if not self.cfg.presence_edge:
             return self._with_presence(feats, logits)
@@ -360,6 +367,9 @@ class CAVPVideoEncoder(nn.Module):
         feats = self.extract(frames, chunk_frames)
         if not self.cfg.presence_channel:
             return feats
+        if self.cfg.material_channel:
+            said = self.presence_net.extract(frames, chunk_frames)
+            return self._with_presence(feats, self.presence_logits(said), self.presence_material_head(said))
         return self._with_presence(feats, self.extract_presence_logits(frames, chunk_frames, feats))
 
     @torch.no_grad()
@@ -379,10 +389,14 @@ class CAVPVideoEncoder(nn.Module):
             feats = self.extract(frames, chunk_frames)
         return self.presence_logits(feats)
 
-    def _with_presence(self, feats: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        """(..., embed_dim) normalised features and the presence logits (..., slots) → (..., condition_dim)."""
+    def _with_presence(self, feats: torch.Tensor, logits: torch.Tensor,
+                       material_logits: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(..., embed_dim) normalised features, the presence logits (..., slots) and with
+        ``cfg.material_channel`` the material head's logits (..., M + 1) → (..., condition_dim)."""
         said = (logits > self.presence_threshold).to(feats.dtype)
-        return torch.cat([feats, said], dim=-1)
+        if material_logits is None:
+            return torch.cat([feats, said], dim=-1)
+        return torch.cat([feats, said, material_one_hot(material_logits)], dim=-1)
 
     @torch.no_grad()
     def extract(self, frames: torch.Tensor, chunk_frames: Optional[int] = None,
@@ -403,6 +417,13 @@ class CAVPVideoEncoder(nn.Module):
         outs = [self.forward(frames[s:s + chunk].unsqueeze(0), normalize)[0]
                 for s in range(0, frames.shape[0], chunk)]
         return torch.cat(outs, dim=0)
+
+
+def material_one_hot(material_logits: torch.Tensor) -> torch.Tensor:
+    """The material channels of a decision: logits (..., M + 1), the last class "no impact" →
+    float (..., M), 1.0 at the most likely material, all zero where "no impact" wins."""
+    m = material_logits.shape[-1] - 1
+    return F.one_hot(material_logits.argmax(-1), m + 1)[..., :m].to(material_logits.dtype)
 
 
 def count_parameters(module: nn.Module) -> int:

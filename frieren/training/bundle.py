@@ -88,6 +88,10 @@ def stage_summaries(r: Run) -> dict:
         edge = r.stage_dir("cavp") / f"{name}.json"
         if edge.is_file() and r.preset.cavp.presence_edge:
             out[name] = json.loads(edge.read_text())
+    material = r.stage_dir("cavp") / "presence_detector_material.pt"
+    if material.is_file() and r.preset.cavp.material_channel:     # --material-channel-steps
+        info = torch.load(material, map_location="cpu", weights_only=True)["info"]
+        out["material_detector"] = {k: float(v) for k, v in info.items()}
     scale = r.stage_dir("vae") / "scale.json"
     if scale.is_file():
         out["latent_scale"] = json.loads(scale.read_text())

@@ -38,7 +38,7 @@ TOLERANCE_MS = 125.0
 THRESHOLD_GRID = tuple(float(x) for x in np.round(np.linspace(-4.0, 4.0, 81), 6))
 
 __all__ = ["VALIDATION_SEED0", "VALIDATION_CLIPS", "choose_threshold", "validation_threshold",
-           "onset_slot_labels", "truth_channels", "fit_slot_head", "slot_onsets", "window_edge_logits"]
+           "onset_slot_labels", "truth_channels", "material_channels", "fit_slot_head", "slot_onsets", "window_edge_logits"]
 
 
 def frame_onsets(logits: np.ndarray, threshold: float, samples_per_frame: int) -> np.ndarray:
@@ -77,10 +77,27 @@ def onset_slot_labels(onsets: Sequence[int], num_frames: int, samples_per_frame:
     return y.reshape(num_frames, slots)
 
 
-def truth_channels(events, num_frames: int, samples_per_frame: int, slots: int, sample_rate: int) -> torch.Tensor:
+def material_channels(frame_material: torch.Tensor, classes: int) -> torch.Tensor:
+    """The material channels a perfect detector would give (``--material-channel-steps``): per frame
+    struck material int64 (N,), -1 = none -> float32 (N, classes), one-hot, all zero where none."""
+    from frieren.training.presence_detector import material_targets
+
+    return torch.nn.functional.one_hot(material_targets(frame_material, classes), classes + 1)[:, :classes].float()
+
+
+def truth_channels(events, num_frames: int, samples_per_frame: int, slots: int, sample_rate: int,
+                   materials: Sequence[str] = ()) -> torch.Tensor:
     """What a perfect presence head would say of a synthetic clip, the channels ``--presence-channel-train
-    truth`` trains on: events (synth Events) -> float32 (num_frames, slots); one slot: 1.0 in every
-    frame where an impact starts, more: :func:`onset_slot_labels` of its onsets."""
+    truth`` trains on: events (synth Events) -> float32 (num_frames, slots [+ len(materials)]); one slot:
+    1.0 in every frame where an impact starts, more: :func:`onset_slot_labels` of its onsets; with
+    ``materials`` (the scene's material names, a bundle with material channels) then the one-hot of
+    each frame's struck material (:func:`material_channels`)."""
+    if materials:
+        from frieren.training.data import frame_materials
+
+        slot_part = truth_channels(events, num_frames, samples_per_frame, slots, sample_rate)
+        labels = torch.from_numpy(frame_materials(events, list(materials), num_frames, samples_per_frame / sample_rate))
+        return torch.cat([slot_part, material_channels(labels, len(materials))], 1)
     from frieren.eval.table import ONSET_KINDS
 
     if slots == 1:

@@ -13,6 +13,11 @@ with nothing after it (zero temporal padding): it must foresee the impact from t
 alone (``--presence-edge-steps``, a second phase after the first), so the network learns that read
 too.
 
+With ``material_labels`` (``--material-channel``) the network also learns a material head: per frame
+which material's impact starts in it, or none (class ``M``, the last), a cross-entropy over every
+frame of the window added with ``material_weight``. The generator's material channels are that
+head's decision, so the detector names the struck material as well as when.
+
 Deterministic per seed and thread count; a checkpoint every ``ckpt_every`` steps lets an
 interrupted run resume where it stopped.
 """
@@ -21,26 +26,37 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 
 log = logging.getLogger("frieren.train")
 
-__all__ = ["fine_tune_detector"]
+__all__ = ["fine_tune_detector", "material_targets"]
+
+
+def material_targets(frame_material: torch.Tensor, classes: int) -> torch.Tensor:
+    """Per frame struck material int64 (N,), -1 = none -> the material head's class (N,): the
+    material's index, ``classes`` (the extra last class) where no impact starts."""
+    return torch.where(frame_material >= 0, frame_material, torch.full_like(frame_material, classes))
 
 
 def fine_tune_detector(cfg, video_weights: Dict[str, torch.Tensor], head_state: Dict[str, torch.Tensor],
                        frames: Sequence[torch.Tensor], labels: Sequence[torch.Tensor], *, steps: int, seed: int,
                        ckpt: Path, batch_size: int = 8, window: int = 16, lr: float = 1e-4, head_lr: float = 1e-3,
                        flip: float = 0.5, ckpt_every: int = 250, progress: bool = True, edge_weight: float = 0.0,
-                       desc: str = "presence detector"
-                       ) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor], Dict[str, float]]:
+                       desc: str = "presence detector", material_labels: Optional[Sequence[torch.Tensor]] = None,
+                       material_classes: int = 0, material_head_state: Optional[Dict[str, torch.Tensor]] = None,
+                       material_weight: float = 1.0,
+                       ) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor], Dict[str, object]]:
     """Fine-tune a copy of the video branch (``cfg``: a CAVPConfig without the presence channel,
     ``video_weights`` its state) and the slot head (``head_state``) on per-clip frames uint8
     (N_c, 3K, S, S) and slot labels (N_c, slots); ``edge_weight``: plus that much of the loss of
-    each window's last frame. -> (network state, head state, {"loss": mean of the last 50 steps})."""
+    each window's last frame. With ``material_labels`` (per clip int64 (N_c,), -1 = no impact) also a
+    material head Linear(embed_dim, ``material_classes`` + 1) (from ``material_head_state`` if given,
+    else fresh). -> (network state, head state, {"loss": mean of the last 50 steps, "steps", and with
+    materials "material_head": its state, "material_acc": its accuracy on impact frames, last 50 steps})."""
     from tqdm import tqdm
 
     from frieren.models.cavp import CAVPVideoEncoder
@@ -51,21 +67,35 @@ def fine_tune_detector(cfg, video_weights: Dict[str, torch.Tensor], head_state: 
         raise ValueError(f"the newest frame's loss weight must be >= 0, got {edge_weight}")
     if len(frames) != len(labels) or not frames:
         raise ValueError(f"{len(frames)} clips of frames vs {len(labels)} of labels")
+    if material_labels is not None and (len(material_labels) != len(frames) or material_classes < 2):
+        raise ValueError(f"{len(material_labels)} clips of material labels for {len(frames)} clips and "
+                         f"{material_classes} materials (need one label series per clip and at least 2 materials)")
     usable = [i for i, f in enumerate(frames) if f.shape[0] >= window]
     if not usable:
         raise SystemExit(f"the presence detector trains on windows of {window} frames and no clip is that long")
     net = CAVPVideoEncoder(dataclasses.replace(cfg, presence_channel=False, presence_detector=False,
-                                               presence_edge=False))
+                                               presence_edge=False, material_channel=0))
     net.load_state_dict(video_weights)
     head = torch.nn.Linear(net.cfg.embed_dim, labels[0].shape[1])
     head.load_state_dict(head_state)
-    opt = torch.optim.Adam([{"params": net.parameters(), "lr": lr}, {"params": head.parameters(), "lr": head_lr}])
+    groups = [{"params": net.parameters(), "lr": lr}, {"params": head.parameters(), "lr": head_lr}]
+    material_head = None
+    if material_labels is not None:
+        torch.manual_seed(seed + 1)          # the fresh head's initial weights, per seed
+        material_head = torch.nn.Linear(net.cfg.embed_dim, material_classes + 1)
+        if material_head_state is not None:
+            material_head.load_state_dict(material_head_state)
+        groups.append({"params": material_head.parameters(), "lr": head_lr})
+    opt = torch.optim.Adam(groups)
     gen = torch.Generator().manual_seed(seed)
-    step, recent = 0, []
+    step, recent, recent_acc = 0, [], []
     if ckpt.is_file():
         saved = torch.load(ckpt, map_location="cpu", weights_only=False)
         net.load_state_dict(saved["net"])
         head.load_state_dict(saved["head"])
+        if material_head is not None:
+            material_head.load_state_dict(saved["material_head"])
+            recent_acc = list(saved["recent_acc"])
         opt.load_state_dict(saved["opt"])
         gen.set_state(saved["rng"])
         step, recent = int(saved["step"]), list(saved["recent"])
@@ -73,7 +103,7 @@ def fine_tune_detector(cfg, video_weights: Dict[str, torch.Tensor], head_state: 
     bar = tqdm(total=steps, initial=step, desc=desc, unit="step", disable=not progress)
     net.train()
     while step < steps:
-        xs, ys = [], []
+        xs, ys, ms = [], [], []
         for _ in range(batch_size):
             c = usable[int(torch.randint(len(usable), (1,), generator=gen))]
             s = int(torch.randint(frames[c].shape[0] - window + 1, (1,), generator=gen))
@@ -82,11 +112,22 @@ def fine_tune_detector(cfg, video_weights: Dict[str, torch.Tensor], head_state: 
                 x = x.flip(-1)                                         # a mirrored scene: same onsets
             xs.append(x)
             ys.append(labels[c][s:s + window])
-        logits = head(net(torch.stack(xs), normalize=True))           # (B, W, slots)
+            if material_labels is not None:
+                ms.append(material_targets(material_labels[c][s:s + window], material_classes))
+        feats = net(torch.stack(xs), normalize=True)                   # (B, W, D)
+        logits = head(feats)                                           # (B, W, slots)
         target = torch.stack(ys).to(logits)
         loss = F.binary_cross_entropy_with_logits(logits, target)
         if edge_weight > 0:
             loss = loss + edge_weight * F.binary_cross_entropy_with_logits(logits[:, -1], target[:, -1])
+        if material_head is not None:
+            m_logits = material_head(feats).flatten(0, 1)              # (B * W, M + 1)
+            m_target = torch.stack(ms).flatten()
+            loss = loss + material_weight * F.cross_entropy(m_logits, m_target)
+            hit = m_target < material_classes
+            if bool(hit.any()):
+                acc = float(m_logits[hit].argmax(-1).eq(m_target[hit]).float().mean())
+                recent_acc = (recent_acc + [acc])[-50:]
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -96,11 +137,17 @@ def fine_tune_detector(cfg, video_weights: Dict[str, torch.Tensor], head_state: 
         bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}")
         if step % ckpt_every == 0 or step == steps:
             tmp = ckpt.with_suffix(".tmp")
-            torch.save({"net": net.state_dict(), "head": head.state_dict(), "opt": opt.state_dict(),
-                        "rng": gen.get_state(), "step": step, "recent": recent}, tmp)
+            saved = {"net": net.state_dict(), "head": head.state_dict(), "opt": opt.state_dict(),
+                     "rng": gen.get_state(), "step": step, "recent": recent}
+            if material_head is not None:
+                saved.update(material_head=material_head.state_dict(), recent_acc=recent_acc)
+            torch.save(saved, tmp)
             tmp.replace(ckpt)
     bar.close()
     net.eval()
+    info: Dict[str, object] = {"loss": sum(recent) / max(len(recent), 1), "steps": steps}
+    if material_head is not None:
+        info["material_head"] = {k: v.detach().clone() for k, v in material_head.state_dict().items()}
+        info["material_acc"] = sum(recent_acc) / max(len(recent_acc), 1)
     return ({k: v.detach().clone() for k, v in net.state_dict().items()},
-            {k: v.detach().clone() for k, v in head.state_dict().items()},
-            {"loss": sum(recent) / max(len(recent), 1), "steps": steps})
+            {k: v.detach().clone() for k, v in head.state_dict().items()}, info)

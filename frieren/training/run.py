@@ -35,17 +35,26 @@ class Run:
         # the detector network is part of the architecture: recorded (as a flag) like the sizes
         args.presence_detector = True if getattr(args, "presence_detector_steps", 0) > 0 else None
         args.presence_edge = True if getattr(args, "presence_edge_steps", 0) > 0 else None
+        args.material_channel = world_materials() if getattr(args, "material_channel_steps", 0) > 0 else None
         cavp = self._recorded_size(args, "cavp", (("depth", "cavp_depth"), ("presence_channel", "presence_channel"),
                                                   ("presence_slots", "presence_slots"),
                                                   ("presence_detector", "presence_detector"),
-                                                  ("presence_edge", "presence_edge")))
+                                                  ("presence_edge", "presence_edge"),
+                                                  ("material_channel", "material_channel")))
         presence = bool(cavp.pop("presence_channel", False))
         slots = int(cavp.pop("presence_slots", 1))
         detector = bool(cavp.pop("presence_detector", False))
         edge = bool(cavp.pop("presence_edge", False))
+        materials = int(cavp.pop("material_channel", 0))
         if edge and not detector:
             raise SystemExit("--presence-edge-steps fine-tunes the presence detector further; it needs "
                              "--presence-detector-steps (for example 6000)")
+        if materials and not (presence and detector):
+            raise SystemExit("--material-channel-steps teaches the presence detector to name the struck material; it "
+                             "needs --presence-channel --presence-slots 4 --presence-detector-steps N")
+        if materials and edge:
+            raise SystemExit("--material-channel-steps and --presence-edge-steps cannot be combined (the newest-frame "
+                             "detector has no material head); drop one of them, or use another --run-dir")
         if cavp:
             self.preset = dataclasses.replace(self.preset, cavp=dataclasses.replace(self.preset.cavp, **cavp))
         if presence:
@@ -57,7 +66,8 @@ class Run:
             if detector and slots == 1:
                 raise SystemExit("--presence-detector-steps fine-tunes the slot presence head's network; it needs "
                                  "--presence-slots > 1 (for example 4)")
-            self.preset = with_presence_channel(self.preset, slots=slots, detector=detector, edge=edge)
+            self.preset = with_presence_channel(self.preset, slots=slots, detector=detector, edge=edge,
+                                                materials=materials)
         elif getattr(args, "presence_channel_train", "head") != "head" or slots != 1 or detector:
             raise SystemExit("--presence-channel-train, --presence-slots and --presence-detector-steps say what the "
                              "presence channel holds; each needs --presence-channel (in this command or recorded "
@@ -206,6 +216,9 @@ class Run:
             head = self.slot_head(weights)
             if cfg.presence_detector:
                 net, head = self.presence_detector(weights, head)
+                if cfg.material_channel:
+                    net, head, material_head = self.material_detector(net, head)
+                    weights.update({f"presence_material_head.{k}": v for k, v in material_head.items()})
                 weights.update({f"presence_net.{k}": v for k, v in net.items()})
                 if cfg.presence_edge:
                     edge_net, edge_head = self.edge_detector(net, head)
@@ -339,11 +352,9 @@ class Run:
         weight = float(getattr(self.args, "presence_edge_weight", 1.0))
         path = self.stage_dir("cavp") / "presence_detector_edge.pt"
         source = state_fingerprint(net, head)
-        if path.is_file():
-            kept = torch.load(path, map_location="cpu", weights_only=True)
-            same = kept.get("fingerprint", "").split("-")[0] == source
-            if same and (steps == 0 or (steps == kept["info"]["steps"] and weight == kept["info"]["edge_weight"])):
-                return kept["net"], kept["head"]     # steps == 0: a later command (`bundle`) repeats no flags
+        kept = kept_phase(path, source, steps, weight, "edge_weight")
+        if kept is not None:
+            return kept["net"], kept["head"]
         if steps < 1:
             raise SystemExit(f"{self.dir} records a newest-frame presence phase (cavp.json) and none is trained for "
                              f"this detector yet: pass --presence-edge-steps N (for example 2000)")
@@ -363,6 +374,47 @@ class Run:
             tmp.replace(path)
         return net, head
 
+    def material_detector(self, net: dict, head: dict):
+        """``--material-channel-steps N``: the presence detector (``net``, ``head``) fine-tuned N more steps
+        with a material head added (the struck material of each frame, or none; the world's labels of the
+        flow stages' clips, ``--material-channel-weight`` times its cross-entropy beside the slot loss),
+        once per detector; kept in ``<run>/cavp/presence_detector_material.pt``.
+        -> (network state, slot head state, material head state)."""
+        from frieren.training.data import state_fingerprint
+        from frieren.training.presence_detector import fine_tune_detector
+        steps = getattr(self.args, "material_channel_steps", 0)
+        weight = float(getattr(self.args, "material_channel_weight", 1.0))
+        path = self.stage_dir("cavp") / "presence_detector_material.pt"
+        source = state_fingerprint(net, head)
+        kept = kept_phase(path, source, steps, weight, "material_weight")
+        if kept is not None:
+            return kept["net"], kept["head"], kept["material_head"]
+        if steps < 1:
+            raise SystemExit(f"{self.dir} records material channels (cavp.json) and no material detector is trained "
+                             f"for this presence detector yet: pass --material-channel-steps N (for example 2000)")
+        w = self.windows("flow")
+        if not w.has_frame_material():
+            raise SystemExit("--material-channel-steps learns the struck material from per-frame labels, which only "
+                             "synthetic clips carry: train on --synthetic data, or drop --material-channel-steps")
+        fp = f"{source}-{steps}-{weight}"
+        ckpt = self.stage_dir("cavp") / f"presence_detector_material_ckpt_{source[:12]}_{steps}_{weight:g}.pt"
+        net, head, info = fine_tune_detector(self.preset.cavp, net, head, [c.frames for c in w.clips],
+                                             self.slot_labels(w.clips), steps=steps, seed=self.args.seed + 9,
+                                             ckpt=ckpt, progress=self.progress,
+                                             material_labels=[c.frame_material for c in w.clips],
+                                             material_classes=self.preset.cavp.material_channel,
+                                             material_weight=weight, desc="presence detector, materials")
+        material_head = info.pop("material_head")
+        info["material_weight"] = weight
+        log.info("presence detector fine-tuned %d more steps with a material head (x %g): loss %.4f, material "
+                 "accuracy on the impact frames of the last 50 steps %.3f", steps, weight, info["loss"],
+                 info["material_acc"])
+        if self.ctx.is_main:
+            tmp = path.with_suffix(".tmp")
+            torch.save({"net": net, "head": head, "material_head": material_head, "fingerprint": fp, "info": info}, tmp)
+            tmp.replace(path)
+        return net, head, material_head
+
     def latents(self):
         if self._latents is None:
             from frieren.training.data import build_latent_cache, state_fingerprint
@@ -380,7 +432,8 @@ class Run:
                                                scale, fp, progress=False)
             if self.preset.cavp.presence_channel and getattr(self.args, "presence_channel_train", "head") == "truth":
                 slots = self.slot_labels(w.clips) if self.preset.cavp.presence_slots > 1 else None
-                self._latents.feats = presence_truth(self._latents.feats, w.clips, slots)
+                self._latents.feats = presence_truth(self._latents.feats, w.clips, slots,
+                                                     materials=self.preset.cavp.material_channel)
         return self._latents
 
     def flow_modules(self, init_from: Optional[str]):
@@ -433,10 +486,38 @@ def check_flow_clips(args: argparse.Namespace) -> None:
                          f"pick another --flow-synthetic-seed")
 
 
-def presence_truth(feats, clips, slot_labels=None):
-    """``--presence-channel-train truth``: each clip's condition (N_c, D + S) with its last S channels
+def kept_phase(path: Path, source: str, steps: int, weight: float, weight_key: str) -> Optional[dict]:
+    """A later detector phase's kept result (``path``) if it was trained from the detector whose
+    fingerprint is ``source`` with ``steps`` and ``weight`` (``info[weight_key]``), or with any when
+    ``steps`` is 0 (a later command of the run, ``bundle``, repeats no flags); else None."""
+    if not path.is_file():
+        return None
+    kept = torch.load(path, map_location="cpu", weights_only=True)
+    if kept.get("fingerprint", "").split("-")[0] != source:
+        return None
+    if steps == 0 or (steps == kept["info"]["steps"] and weight == kept["info"][weight_key]):
+        return kept
+    return None
+
+
+def world_materials() -> int:
+    """How many materials the synthetic world names (the material channels' width)."""
+    from frieren.synth import SceneConfig
+    return len(SceneConfig().materials)
+
+
+def presence_truth(feats, clips, slot_labels=None, materials: int = 0):
+    """``--presence-channel-train truth``: each clip's condition (N_c, D + S [+ M]) with its last S channels
     replaced by the ground truth: with one slot 1.0 where an impact starts in the frame (the
-    synthetic clips' labels), else ``slot_labels`` (per clip (N_c, S), :meth:`Run.slot_labels`)."""
+    synthetic clips' labels), else ``slot_labels`` (per clip (N_c, S), :meth:`Run.slot_labels`); with
+    ``materials`` M > 0 its last M channels by the one-hot of each frame's struck material."""
+    if materials:
+        from frieren.training.presence import material_channels
+        if slot_labels is None or any(c.frame_material is None for c in clips):
+            raise SystemExit("material channels need the slot labels and per-frame materials of synthetic clips")
+        truth = [torch.cat([y[:len(f)].to(f.dtype), material_channels(c.frame_material[:len(f)], materials).to(f.dtype)], 1)
+                 for f, y, c in zip(feats, slot_labels, clips)]
+        return [torch.cat([f[:, :-t.shape[1]], t], 1) for f, t in zip(feats, truth)]
     if slot_labels is not None:
         s = slot_labels[0].shape[1]
         return [torch.cat([f[:, :-s], y[:len(f)].to(f.dtype)], 1) for f, y in zip(feats, slot_labels)]

@@ -138,7 +138,7 @@ def adopt_bundle_cavp(run: Run, bundle: os.PathLike) -> dict:
 
     def branch(cfg):  # the video branch's shape, whatever the presence channel says
         return dataclasses.replace(cfg, presence_channel=False, presence_slots=1, presence_detector=False,
-                                   presence_edge=False)
+                                   presence_edge=False, material_channel=0)
 
     if branch(info.preset.cavp) != branch(run.preset.cavp):
         raise SystemExit(f"--cavp-from {bundle}: its CAVP video branch ({branch(info.preset.cavp)}) is not this "
