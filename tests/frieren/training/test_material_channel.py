@@ -111,7 +111,8 @@ def test_the_detector_learns_a_material_head_deterministically_and_resumes(tmp_p
                            **{**kw, "material_labels": materials[:1]})
 
 
-def test_a_run_with_material_channels_ships_the_detector_s_material_head(tmp_path, tiny_recipe_args):
+def test_a_run_with_material_channels_ships_the_detector_s_material_head(tmp_path, tiny_recipe_args,
+                                                                         benchmark_module):
     run, out = tmp_path / "run", tmp_path / "bundle"
     assert train_cli.main(tiny_recipe_args(run, out, "--presence-channel", "--presence-slots", "4",
                                            "--presence-detector-steps", "2", "--material-channel-steps", "2",
@@ -136,6 +137,14 @@ def test_a_run_with_material_channels_ships_the_detector_s_material_head(tmp_pat
     edited = _truth_edit(clip, info.preset)(cond)
     assert torch.equal(edited[:, :cavp.cfg.embed_dim], cond[:, :cavp.cfg.embed_dim])
     assert set(edited[:, -MATERIALS:].sum(1).tolist()) <= {0.0, 1.0}
+    # the benchmark scores the decision at the clip's isolated impacts
+    scored_json = tmp_path / "material.json"
+    assert benchmark_module("material_detector").main([str(out), "--first-seed", "900000", "--clips", "1",
+                                                       "--seconds", "2.5", "--json", str(scored_json)]) == 0
+    scored = json.loads(scored_json.read_text())
+    assert scored["impacts"] == len(clip.impacts) > 0
+    assert all(0 <= scored[k] <= 1 for k in ("decided", "said_none", "best_material", "majority_class"))
+    assert scored["decided"] + scored["said_none"] <= 1
     # `bundle` of another stage repeats no flag: the recorded phase is reused, and missing it is named
     bundle_argv = ["bundle", "--run-dir", str(run), "--preset", "tiny", "--synthetic", "2", "--synthetic-seed", "7",
                    "--clip-seconds", "3", "--stage", "cfm", "--out", str(tmp_path / "cfm"), "--no-progress",
