@@ -24,6 +24,10 @@
 # and the window sampler's state), 20.9 min beside the test suite. The flow stages read the world's truth in
 # the channel, not the detector (the rebuilt latent cache differed from (1)'s only in the four channel columns,
 # which truth training replaces), so they were kept; threshold and latents 2.5 min.
+# From nothing (2026-12-05, `RUN_DIR=runs/fresh_v12 ... --vae-from frieren/assets/default`): the CAVP stage did NOT
+# give v11's CAVP bit for bit on that day's CPU (AVX2; v11's was trained on an AVX-512 one), though the code and
+# flags give the same weights (a 30-step check against the code at a7d9d85) and its probes match v11's
+# (docs/eval/experiments/recipe_from_nothing/): weights are reproducible on one kind of CPU, not across kinds.
 # The earlier shipped model, v11 (2026-12-05): v10's recipe with the CAVP presence head and the generator's
 # presence channel (--cavp-presence-weight 1 --presence-channel --presence-channel-train truth, now in the
 # command below). Its CAVP was trained by this script at commit a7d9d85 plus --cavp-presence-weight 1
