@@ -167,11 +167,11 @@ class CAVPConfig:
     # ``presence_edge_window_threshold`` for the others). :meth:`CAVPVideoEncoder.condition` (the
     # streaming path) reads it; a whole clip (offline) is read by ``presence_net`` as before.
     presence_edge: bool = False
-    # With ``presence_channel`` and ``presence_detector`` (else 0): M material channels more (M = the number of material classes;
-    # 0 = none). The detector network also carries ``presence_material_head`` (Linear embed_dim ->
-    # M + 1: which material's impact starts in the frame, or none, the last class), and the
-    # condition appends its decision one-hot (all zero where it says none), so the generator is
-    # told which material strikes, not only shown the frame.
+    # With ``presence_channel`` and ``presence_detector`` (else 0): M material channels more (M =
+    # the number of material classes; 0 = none). The detector network also carries
+    # ``presence_material_head`` (Linear embed_dim -> M + 1: which material's impact starts in the
+    # frame, or none, the last class), and the condition appends its decision one-hot (all zero
+    # where it says none), so the generator is told which material strikes, not only shown it.
     material_channel: int = 0
 
     def __post_init__(self) -> None:

@@ -346,7 +346,8 @@ class CAVPVideoEncoder(nn.Module):
         threshold, else 0.0. Each window is one clip, its newest frame last: how a stream reads the
         frames it has; with ``cfg.presence_edge`` the edge detector decides, the newest frame at
         ``presence_edge_threshold`` and the others at ``presence_edge_window_threshold``, else one
-        threshold (``presence_threshold``) for every frame."""
+        threshold (``presence_threshold``) for every frame. With ``cfg.material_channel`` the detector
+        (``presence_net``) decides the slots and, in M more channels, the struck material."""
         feats = self.forward(video, normalize=True)
         if not self.cfg.presence_channel:
             return feats
