@@ -110,6 +110,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--material-channel-weight", type=float, default=1.0, metavar="W",
                    help="with --material-channel-steps: weight of the material cross-entropy beside the slot loss "
                         "(default 1.0)")
+    p.add_argument("--material-channel-clips", type=int, default=0, metavar="N",
+                   help="with --material-channel-steps: the material phase also trains on N more synthetic clips of "
+                        "its own (seeds right after the last clips the run renders; <run-dir>/cache_material), so the "
+                        "detector sees more scenes than the flow stages' clips. 0 (default): those clips only")
     p.add_argument("--presence-validation-clips", type=int, default=48, metavar="N",
                    help="synthetic validation clips the --presence-channel threshold is chosen on (default 48)")
     p.add_argument("--subframes", type=int, default=1, metavar="K",

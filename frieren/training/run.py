@@ -5,7 +5,7 @@ import argparse
 import json
 import logging
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 
@@ -77,6 +77,7 @@ class Run:
         self._windows = {}
         self._latents = None
         check_flow_clips(args)
+        check_material_clips(args)
 
     # -- data ---------------------------------------------------------------------------
     @property
@@ -85,11 +86,15 @@ class Run:
         return getattr(self.args, "flow_clips", 0) > 0
 
     def source_description(self, part: str = "cavp") -> dict:
-        """The data that ``part`` trains on: "cavp" (also the VAE) or "flow" (latents, CFM, reflow
-        pairs; the CAVP's clips unless ``--flow-clips``)."""
+        """The data that ``part`` trains on: "cavp" (also the VAE), "flow" (latents, CFM, reflow
+        pairs; the CAVP's clips unless ``--flow-clips``) or "material" (the material phase's own
+        clips, ``--material-channel-clips``)."""
         a = self.args
         flow_own = part == "flow" and self.separate_flow_clips
-        if a.data_dir and not flow_own:
+        if part == "material":
+            desc = {"kind": "synthetic", "clips": a.material_channel_clips, "seed0": material_seed0(a),
+                    "clip_seconds": a.clip_seconds, "preset": self.preset.name}
+        elif a.data_dir and not flow_own:
             desc = {"kind": "folder", "data_dir": str(Path(a.data_dir).resolve()), "csv": a.csv,
                     "csv_split": a.csv_split, "preset": self.preset.name}
         else:
@@ -109,11 +114,14 @@ class Run:
         return record
 
     def cache_dir(self, part: str = "cavp") -> Path:
-        """``<run-dir>/cache`` (the CAVP's clips), or ``cache_flow`` for the flow stages' own clips."""
+        """``<run-dir>/cache`` (the CAVP's clips), ``cache_flow`` for the flow stages' own clips, or
+        ``cache_material`` for the material phase's (``--material-channel-clips``)."""
+        if part == "material":
+            return self.dir / "cache_material"
         return self.dir / ("cache_flow" if part == "flow" and self.separate_flow_clips else "cache")
 
     def clips(self, part: str = "cavp"):
-        """The clips ``part`` ("cavp" or "flow") trains on, from its clip cache (built on first use)."""
+        """The clips ``part`` ("cavp", "flow" or "material") trains on, from its clip cache (built on first use)."""
         key = self.cache_dir(part).name
         if key not in self._clips:
             from frieren.training.data import (build_clip_cache, csv_source, folder_source,
@@ -258,21 +266,21 @@ class Run:
                 cavp, self.preset, self.stage_dir("cavp") / "presence_edge_threshold.json", newest=True, **kw))
         return cavp.eval()
 
-    def clip_onsets(self, clips) -> list:
-        """Per clip (of the flow stages' cache) the synthetic world's onset samples
+    def clip_onsets(self, clips, part: str = "flow") -> list:
+        """Per clip (of ``part``'s cache) the synthetic world's onset samples
         (:mod:`frieren.training.onset_labels`)."""
         from frieren.training.onset_labels import synthetic_onsets
         onsets = synthetic_onsets([c.key for c in clips], self.args.clip_seconds, self.preset.geometry.sample_rate,
-                                  self.cache_dir("flow") / "onsets.json", workers=max(1, getattr(self.args, "data_workers", 1)),
+                                  self.cache_dir(part) / "onsets.json", workers=max(1, getattr(self.args, "data_workers", 1)),
                                   progress=self.progress)
         return [onsets[c.key] for c in clips]
 
-    def slot_labels(self, clips) -> list:
-        """Per clip its slot presence labels (N_c, presence_slots) (:func:`onset_slot_labels`)."""
+    def slot_labels(self, clips, part: str = "flow") -> list:
+        """Per clip (of ``part``'s cache) its slot presence labels (N_c, presence_slots) (:func:`onset_slot_labels`)."""
         from frieren.training.presence import onset_slot_labels
         g = self.preset.geometry
         return [onset_slot_labels(o, c.num_frames, g.samples_per_frame, self.preset.cavp.presence_slots, g.sample_rate)
-                for o, c in zip(self.clip_onsets(clips), clips)]
+                for o, c in zip(self.clip_onsets(clips, part), clips)]
 
     def slot_head(self, video_weights: dict) -> dict:
         """``--presence-slots`` > 1: the slot presence head's weights, a linear map of the CAVP's frozen
@@ -377,16 +385,17 @@ class Run:
     def material_detector(self, net: dict, head: dict):
         """``--material-channel-steps N``: the presence detector (``net``, ``head``) fine-tuned N more steps
         with a material head added (the struck material of each frame, or none; the world's labels of the
-        flow stages' clips, ``--material-channel-weight`` times its cross-entropy beside the slot loss),
-        once per detector; kept in ``<run>/cavp/presence_detector_material.pt``.
+        flow stages' clips and of ``--material-channel-clips`` more, ``--material-channel-weight`` times its
+        cross-entropy beside the slot loss), once per detector; kept in ``<run>/cavp/presence_detector_material.pt``.
         -> (network state, slot head state, material head state)."""
         from frieren.training.data import state_fingerprint
         from frieren.training.presence_detector import fine_tune_detector
         steps = getattr(self.args, "material_channel_steps", 0)
         weight = float(getattr(self.args, "material_channel_weight", 1.0))
+        extra = int(getattr(self.args, "material_channel_clips", 0) or 0)
         path = self.stage_dir("cavp") / "presence_detector_material.pt"
         source = state_fingerprint(net, head)
-        kept = kept_phase(path, source, steps, weight, "material_weight")
+        kept = kept_phase(path, source, steps, weight, "material_weight", more=("material_clips", extra))
         if kept is not None:
             return kept["net"], kept["head"], kept["material_head"]
         if steps < 1:
@@ -396,16 +405,23 @@ class Run:
         if not w.has_frame_material():
             raise SystemExit("--material-channel-steps learns the struck material from per-frame labels, which only "
                              "synthetic clips carry: train on --synthetic data, or drop --material-channel-steps")
-        fp = f"{source}-{steps}-{weight}"
-        ckpt = self.stage_dir("cavp") / f"presence_detector_material_ckpt_{source[:12]}_{steps}_{weight:g}.pt"
-        net, head, info = fine_tune_detector(self.preset.cavp, net, head, [c.frames for c in w.clips],
-                                             self.slot_labels(w.clips), steps=steps, seed=self.args.seed + 9,
+        clips, labels = list(w.clips), self.slot_labels(w.clips)
+        if extra:
+            more = self.clips("material")
+            clips, labels = clips + list(more), labels + self.slot_labels(more, "material")
+        fp = f"{source}-{steps}-{weight}" + (f"-{extra}" if extra else "")
+        ckpt = self.stage_dir("cavp") / (f"presence_detector_material_ckpt_{source[:12]}_{steps}_{weight:g}"
+                                         + (f"_{extra}clips" if extra else "") + ".pt")
+        net, head, info = fine_tune_detector(self.preset.cavp, net, head, [c.frames for c in clips],
+                                             labels, steps=steps, seed=self.args.seed + 9,
                                              ckpt=ckpt, progress=self.progress,
-                                             material_labels=[c.frame_material for c in w.clips],
+                                             material_labels=[c.frame_material for c in clips],
                                              material_classes=self.preset.cavp.material_channel,
                                              material_weight=weight, desc="presence detector, materials")
         material_head = info.pop("material_head")
         info["material_weight"] = weight
+        if extra:
+            info["material_clips"] = extra
         log.info("presence detector fine-tuned %d more steps with a material head (x %g): loss %.4f, material "
                  "accuracy on the impact frames of the last 50 steps %.3f", steps, weight, info["loss"],
                  info["material_acc"])
@@ -466,6 +482,28 @@ def flow_seed0(args: argparse.Namespace) -> int:
     return args.synthetic_seed + args.synthetic if given is None else given
 
 
+def material_seed0(args: argparse.Namespace) -> int:
+    """The first seed of the ``--material-channel-clips`` clips: right after the last clips the run
+    renders (the CAVP's, or the flow stages' own when they come later)."""
+    end = args.synthetic_seed + args.synthetic
+    if getattr(args, "flow_clips", 0) > 0:
+        end = max(end, flow_seed0(args) + args.flow_clips)
+    return end
+
+
+def check_material_clips(args: argparse.Namespace) -> None:
+    """Refuse ``--material-channel-clips`` settings that cannot mean what they say (SystemExit naming the fix)."""
+    n = getattr(args, "material_channel_clips", 0)
+    if n < 0:
+        raise SystemExit(f"--material-channel-clips must be 0 (the flow stages' clips only) or more, got {n}")
+    if n and getattr(args, "material_channel_steps", 0) < 1:
+        raise SystemExit("--material-channel-clips gives the material phase more clips; it needs "
+                         "--material-channel-steps N (for example 3000)")
+    if n and args.data_dir:
+        raise SystemExit("--material-channel-clips renders synthetic clips with the world's material labels; the "
+                         "material channels need synthetic data, so drop --data-dir (or the material flags)")
+
+
 def check_flow_clips(args: argparse.Namespace) -> None:
     """Refuse ``--flow-clips`` settings that cannot mean what they say (SystemExit naming the fix)."""
     n = getattr(args, "flow_clips", 0)
@@ -486,16 +524,21 @@ def check_flow_clips(args: argparse.Namespace) -> None:
                          f"pick another --flow-synthetic-seed")
 
 
-def kept_phase(path: Path, source: str, steps: int, weight: float, weight_key: str) -> Optional[dict]:
+def kept_phase(path: Path, source: str, steps: int, weight: float, weight_key: str,
+               more: Optional[Tuple[str, object]] = None) -> Optional[dict]:
     """A later detector phase's kept result (``path``) if it was trained from the detector whose
-    fingerprint is ``source`` with ``steps`` and ``weight`` (``info[weight_key]``), or with any when
-    ``steps`` is 0 (a later command of the run, ``bundle``, repeats no flags); else None."""
+    fingerprint is ``source`` with ``steps`` and ``weight`` (``info[weight_key]``) and, given ``more``
+    (key, value), ``info[key]`` equal to value (0 when absent), or with any when ``steps`` is 0 (a
+    later command of the run, ``bundle``, repeats no flags); else None."""
     if not path.is_file():
         return None
     kept = torch.load(path, map_location="cpu", weights_only=True)
     if kept.get("fingerprint", "").split("-")[0] != source:
         return None
-    if steps == 0 or (steps == kept["info"]["steps"] and weight == kept["info"][weight_key]):
+    if steps == 0:
+        return kept
+    info = kept["info"]
+    if steps == info["steps"] and weight == info[weight_key] and (more is None or info.get(more[0], 0) == more[1]):
         return kept
     return None
 

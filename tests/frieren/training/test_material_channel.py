@@ -145,6 +145,20 @@ def test_a_run_with_material_channels_ships_the_detector_s_material_head(tmp_pat
     assert scored["impacts"] == len(clip.impacts) > 0
     assert all(0 <= scored[k] <= 1 for k in ("decided", "said_none", "best_material", "majority_class"))
     assert scored["decided"] + scored["said_none"] <= 1
+    # --material-channel-clips: the phase trains again on the flow stages' clips plus clips of its own, rendered
+    # from the seeds after the run's, and the bundle records how many
+    more_out = tmp_path / "bundle_more"
+    assert train_cli.main(tiny_recipe_args(run, more_out, "--presence-channel", "--presence-slots", "4",
+                                           "--presence-detector-steps", "2", "--material-channel-steps", "2",
+                                           "--material-channel-clips", "1", "--presence-channel-train", "truth",
+                                           "--presence-validation-clips", "1")) == 0
+    assert json.loads((run / "cache_material" / "source.json").read_text())["seed0"] == 7 + 2
+    assert len(list((run / "cache_material" / "clips").glob("*.pt"))) == 1
+    again = torch.load(run / "cavp" / "presence_detector_material.pt", weights_only=True)
+    assert again["info"]["material_clips"] == 1
+    assert not torch.equal(again["material_head"]["weight"], kept["material_head"]["weight"])
+    _, more_info = load_bundle(more_out)
+    assert more_info.provenance["stages"]["material_detector"]["material_clips"] == 1
     # `bundle` of another stage repeats no flag: the recorded phase is reused, and missing it is named
     bundle_argv = ["bundle", "--run-dir", str(run), "--preset", "tiny", "--synthetic", "2", "--synthetic-seed", "7",
                    "--clip-seconds", "3", "--stage", "cfm", "--out", str(tmp_path / "cfm"), "--no-progress",
@@ -156,3 +170,21 @@ def test_a_run_with_material_channels_ships_the_detector_s_material_head(tmp_pat
     with pytest.raises(SystemExit, match="needs --presence-channel"):
         train_cli.main(tiny_recipe_args(tmp_path / "r2", tmp_path / "b2", "--presence-channel", "--presence-slots",
                                         "4", "--material-channel-steps", "2"))
+
+
+def test_material_clips_come_after_the_run_s_clips_and_need_the_material_phase():
+    from argparse import Namespace
+
+    from frieren.training.run import check_material_clips, material_seed0
+
+    base = dict(synthetic=600, synthetic_seed=1000, flow_clips=0, flow_synthetic_seed=None, data_dir=None,
+                material_channel_steps=3000, material_channel_clips=1200)
+    assert material_seed0(Namespace(**base)) == 1600
+    assert material_seed0(Namespace(**{**base, "flow_clips": 300})) == 1900          # after the flow stages' own
+    assert material_seed0(Namespace(**{**base, "flow_clips": 300, "flow_synthetic_seed": 5000})) == 5300
+    check_material_clips(Namespace(**base))
+    for change, message in (({"material_channel_clips": -1}, "must be 0"),
+                            ({"material_channel_steps": 0}, "needs --material-channel-steps"),
+                            ({"data_dir": "clips/"}, "drop --data-dir")):
+        with pytest.raises(SystemExit, match=message):
+            check_material_clips(Namespace(**{**base, **change}))
