@@ -12,7 +12,9 @@ and reports:
 * ``best_material``: the fraction where the most likely of the materials alone is right (the
   head's material knowledge, whatever it says of "none"),
 
-with the majority class of those impacts as chance.
+with the majority class of those impacts as chance, and ``by_source`` the first three per what was
+struck (the world's event source: ``floor``, ``wall`` or another ``object``; an object-object impact
+sounds the louder body's material, which the frames show less clearly).
 
     python benchmarks/material_detector.py frieren/assets/default --first-seed 900064 --clips 32 --json out.json
 """
@@ -40,7 +42,9 @@ def score(cavp, clips, materials, samples_per_frame: int) -> Dict[str, float]:
     m = len(materials)
     decided = none = best = total = 0
     truth = Counter()
+    by_source: Dict[str, Counter] = {}
     for clip in clips:
+        source = {e.sample: e.source for e in clip.events if e.kind == "impact"}
         with torch.no_grad():
             logits = cavp.presence_material_head(cavp.presence_net.extract(clip.frames))   # (N, M + 1)
         said = material_one_hot(logits)
@@ -51,13 +55,19 @@ def score(cavp, clips, materials, samples_per_frame: int) -> Dict[str, float]:
             k = list(materials).index(name)
             total += 1
             truth[name] += 1
-            decided += int(said[f, k] == 1)
-            none += int(logits[f].argmax() == m)
-            best += int(logits[f, :m].argmax() == k)
+            right = {"impacts": 1, "decided": int(said[f, k] == 1), "said_none": int(logits[f].argmax() == m),
+                     "best_material": int(logits[f, :m].argmax() == k)}
+            decided += right["decided"]
+            none += right["said_none"]
+            best += right["best_material"]
+            by_source.setdefault(source.get(sample, "unknown"), Counter()).update(right)
     if not total:
         raise SystemExit("no isolated impact in these clips: give more --clips")
     return {"impacts": total, "decided": decided / total, "said_none": none / total, "best_material": best / total,
-            "majority_class": max(truth.values()) / total}
+            "majority_class": max(truth.values()) / total,
+            "by_source": {src: {"impacts": c["impacts"], **{k: c[k] / c["impacts"] for k in
+                                                            ("decided", "said_none", "best_material")}}
+                          for src, c in sorted(by_source.items())}}
 
 
 def main(argv=None) -> int:
@@ -93,6 +103,9 @@ def main(argv=None) -> int:
     log.info("%d isolated impacts: the channel names the right material %.3f, says none %.3f, best of the materials "
              "%.3f (majority class %.3f)", report["impacts"], report["decided"], report["said_none"],
              report["best_material"], report["majority_class"])
+    for src, r in report["by_source"].items():
+        log.info("  struck %-7s %3d impacts: right %.3f, none %.3f, best of the materials %.3f", src, r["impacts"],
+                 r["decided"], r["said_none"], r["best_material"])
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
     return 0

@@ -145,6 +145,11 @@ def test_a_run_with_material_channels_ships_the_detector_s_material_head(tmp_pat
     assert scored["impacts"] == len(clip.impacts) > 0
     assert all(0 <= scored[k] <= 1 for k in ("decided", "said_none", "best_material", "majority_class"))
     assert scored["decided"] + scored["said_none"] <= 1
+    sources = {e.source for e in clip.events if e.kind == "impact"}
+    assert set(scored["by_source"]) <= sources
+    assert sum(r["impacts"] for r in scored["by_source"].values()) == scored["impacts"]
+    assert sum(r["decided"] * r["impacts"] for r in scored["by_source"].values()) == \
+        pytest.approx(scored["decided"] * scored["impacts"])
     # --material-channel-clips: the phase trains again on the flow stages' clips plus clips of its own, rendered
     # from the seeds after the run's, and the bundle records how many
     more_out = tmp_path / "bundle_more"
