@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 
 from frieren.config import Preset, WindowGeometry
+from frieren.training.atomic_io import atomic_torch_save, write_json_atomic
 from frieren.video_io import stack_snapshots
 
 log = logging.getLogger(__name__)
@@ -245,19 +246,6 @@ def csv_source(folder: os.PathLike, csv_path: os.PathLike, preset: Preset,
 # Clip cache
 # --------------------------------------------------------------------------------------
 
-def _atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def write_json_atomic(path: os.PathLike, doc) -> None:
-    """Write ``doc`` as JSON so that a reader in another process (a DDP rank) sees the old
-    file or the new one, never a truncated one."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(doc))
-    os.replace(tmp, path)
 
 
 def build_clip_cache(items: Sequence[ClipItem], cache_dir: os.PathLike, preset: Preset,
@@ -323,7 +311,7 @@ def _cache_clip(item: ClipItem, path: Path, preset: Preset) -> Optional[str]:
              "mel": mel.float().contiguous()}
     if labels is not None:
         entry["frame_material"] = torch.from_numpy(labels)
-    _atomic_torch_save(entry, path)
+    atomic_torch_save(entry, path)
     return None
 
 
@@ -458,7 +446,7 @@ def build_latent_cache(clips: Sequence[ClipData], windows: Tensor, cavp, vae, pr
                         sd.append(post.std)
                 d = {"feats": fe.contiguous(), "starts": starts.clone(),
                      "mean": torch.cat(mu) if mu else torch.zeros(0), "std": torch.cat(sd) if sd else torch.zeros(0)}
-            _atomic_torch_save(d, path)
+            atomic_torch_save(d, path)
         if not torch.equal(d["starts"], starts):
             raise RuntimeError(f"{path}: cached windows differ from the current window index; delete {out}")
         feats.append(d["feats"])

@@ -31,6 +31,7 @@ from typing import Callable, Dict, Mapping, Optional
 import torch
 from torch import nn
 
+from frieren.training.atomic_io import atomic_torch_save
 from frieren.training.ddp import DistContext, all_reduce_mean, barrier, wrap
 
 log = logging.getLogger(__name__)
@@ -107,10 +108,6 @@ class EMA:
             self.shadow[k].copy_(v)
 
 
-def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def load_final(out_dir: os.PathLike) -> Optional[dict]:
@@ -176,7 +173,7 @@ class Trainer:
         if not self.ctx.is_main:
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        _atomic_save({
+        atomic_torch_save({
             "name": self.name, "step": self.step, "elapsed": self.elapsed,
             "model": self.objective.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
@@ -289,7 +286,7 @@ class Trainer:
         final_losses = {k: float(sum(v) / len(v)) for k, v in recent.items() if v}
         result = TrainResult(self.name, self.step, round(self.elapsed, 1), final_losses)
         if self.ctx.is_main:
-            _atomic_save({"state": self.export_state(), "result": asdict(result),
+            atomic_torch_save({"state": self.export_state(), "result": asdict(result),
                           "stopped_early": stopped_early, "config": asdict(cfg)},
                          self.out_dir / FINAL_FILE)
         barrier(self.ctx)

@@ -14,6 +14,8 @@ import re
 from pathlib import Path
 from typing import Dict, List, Sequence
 
+from frieren.training.atomic_io import write_json_atomic
+
 log = logging.getLogger("frieren.train")
 
 KEY = re.compile(r"^synth_(\d+)$")
@@ -70,7 +72,5 @@ def synthetic_onsets(keys: Sequence[str], seconds: float, sample_rate: int, reco
                 bar.update(1)
         bar.close()
         record.parent.mkdir(parents=True, exist_ok=True)
-        tmp = record.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"setting": setting, "onsets": kept}))
-        tmp.replace(record)
+        write_json_atomic(record, {"setting": setting, "onsets": kept})
     return {k: kept[k] for k in keys}

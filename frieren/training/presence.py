@@ -30,6 +30,8 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 import torch
 
+from frieren.training.atomic_io import write_json_atomic
+
 log = logging.getLogger("frieren.train")
 
 VALIDATION_SEED0 = 800000
@@ -203,11 +205,9 @@ def validation_threshold(cavp, preset, record: Path, seconds: float = 8.0, clips
     log.info("%s %.2f (logit): onset F1 +-125 ms %.3f (P %.3f, R %.3f) on the validation clips", which,
              threshold, scores["f1"], scores["precision"], scores["recall"])
     record.parent.mkdir(parents=True, exist_ok=True)
-    tmp = record.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"threshold": threshold, "fingerprint": fp, "clips": clips, "seed0": seed0,
+    write_json_atomic(record, {"threshold": threshold, "fingerprint": fp, "clips": clips, "seed0": seed0,
                                "seconds": seconds, "tolerance_ms": TOLERANCE_MS, "read": (
-                                   "newest frame of a window" if newest else "whole clips"), **scores}, indent=1))
-    tmp.replace(record)
+                                   "newest frame of a window" if newest else "whole clips"), **scores}, indent=1)
     return threshold
 
 

@@ -31,6 +31,8 @@ from typing import Dict, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
+from frieren.training.atomic_io import atomic_torch_save
+
 log = logging.getLogger("frieren.train")
 
 __all__ = ["fine_tune_detector", "material_targets"]
@@ -136,13 +138,11 @@ def fine_tune_detector(cfg, video_weights: Dict[str, torch.Tensor], head_state: 
         bar.update(1)
         bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}")
         if step % ckpt_every == 0 or step == steps:
-            tmp = ckpt.with_suffix(".tmp")
             saved = {"net": net.state_dict(), "head": head.state_dict(), "opt": opt.state_dict(),
                      "rng": gen.get_state(), "step": step, "recent": recent}
             if material_head is not None:
                 saved.update(material_head=material_head.state_dict(), recent_acc=recent_acc)
-            torch.save(saved, tmp)
-            tmp.replace(ckpt)
+            atomic_torch_save(saved, ckpt)
     bar.close()
     net.eval()
     info: Dict[str, object] = {"loss": sum(recent) / max(len(recent), 1), "steps": steps}

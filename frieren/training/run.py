@@ -9,6 +9,7 @@ from typing import Optional, Tuple
 
 import torch
 
+from frieren.training.atomic_io import atomic_torch_save, write_json_atomic
 from frieren.training.hparams import STAGES, StageHParams
 
 log = logging.getLogger("frieren.train")
@@ -125,7 +126,7 @@ class Run:
         key = self.cache_dir(part).name
         if key not in self._clips:
             from frieren.training.data import (build_clip_cache, csv_source, folder_source,
-                                               load_clip_cache, synthetic_source, write_json_atomic)
+                                               load_clip_cache, synthetic_source)
             from frieren.training.ddp import barrier
             a = self.args
             cache = self.cache_dir(part)
@@ -190,9 +191,7 @@ class Run:
             return recorded
         if given and self.ctx.is_main:
             self.dir.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(given))
-            tmp.replace(path)
+            write_json_atomic(path, given)
         return given
 
     def stage_dir(self, stage: str) -> Path:
@@ -312,9 +311,7 @@ class Run:
                  slots, len(feats), scores["precision"], scores["recall"])
         state = {k: v.detach().clone() for k, v in head.state_dict().items()}
         if self.ctx.is_main:
-            tmp = path.with_suffix(".tmp")
-            torch.save({"state": state, "fingerprint": fp, "scores": scores}, tmp)
-            tmp.replace(path)
+            atomic_torch_save({"state": state, "fingerprint": fp, "scores": scores}, path)
         return state
 
     def presence_detector(self, video_weights: dict, head: dict):
@@ -345,9 +342,7 @@ class Run:
                                              ckpt=ckpt, progress=self.progress)
         log.info("presence detector fine-tuned for %d steps: loss %.4f (last 50 steps)", steps, info["loss"])
         if self.ctx.is_main:
-            tmp = path.with_suffix(".tmp")
-            torch.save({"net": net, "head": head, "fingerprint": fp, "info": info}, tmp)
-            tmp.replace(path)
+            atomic_torch_save({"net": net, "head": head, "fingerprint": fp, "info": info}, path)
         return net, head
 
     def edge_detector(self, net: dict, head: dict):
@@ -377,9 +372,7 @@ class Run:
         log.info("presence detector fine-tuned %d more steps with the newest frame's loss x %g: loss %.4f (last 50 "
                  "steps)", steps, weight, info["loss"])
         if self.ctx.is_main:
-            tmp = path.with_suffix(".tmp")
-            torch.save({"net": net, "head": head, "fingerprint": fp, "info": info}, tmp)
-            tmp.replace(path)
+            atomic_torch_save({"net": net, "head": head, "fingerprint": fp, "info": info}, path)
         return net, head
 
     def material_detector(self, net: dict, head: dict):
@@ -426,9 +419,8 @@ class Run:
                  "accuracy on the impact frames of the last 50 steps %.3f", steps, weight, info["loss"],
                  info["material_acc"])
         if self.ctx.is_main:
-            tmp = path.with_suffix(".tmp")
-            torch.save({"net": net, "head": head, "material_head": material_head, "fingerprint": fp, "info": info}, tmp)
-            tmp.replace(path)
+            atomic_torch_save({"net": net, "head": head, "material_head": material_head, "fingerprint": fp,
+                               "info": info}, path)
         return net, head, material_head
 
     def latents(self):

@@ -16,6 +16,7 @@ from typing import Optional
 
 import torch
 
+from frieren.training.atomic_io import atomic_torch_save
 from frieren.training.hparams import StageHParams
 from frieren.training.run import Run, sub_state
 
@@ -100,7 +101,7 @@ def adopt_bundle_vae(run: Run, bundle: os.PathLike) -> dict:
     ``final.pt`` as training would, with a result that names the bundle (steps None, so a rerun
     with other ``--vae-steps`` still skips it). Refuses a bundle whose VAE has another shape."""
     from frieren.checkpoints import CheckpointError, load_bundle
-    from frieren.training.loop import FINAL_FILE, _atomic_save
+    from frieren.training.loop import FINAL_FILE
 
     try:
         stack, info = load_bundle(bundle)
@@ -115,7 +116,7 @@ def adopt_bundle_vae(run: Run, bundle: os.PathLike) -> dict:
     state = {f"vae.{k}": v.detach().clone() for k, v in stack.vae.state_dict().items()}
     if run.ctx.is_main:
         run.stage_dir("vae").mkdir(parents=True, exist_ok=True)
-        _atomic_save({"state": state, "result": result, "stopped_early": False}, run.stage_dir("vae") / FINAL_FILE)
+        atomic_torch_save({"state": state, "result": result, "stopped_early": False}, run.stage_dir("vae") / FINAL_FILE)
     log.info("VAE adopted from bundle %s (trained %s steps there)", bundle, trained.get("steps", "?"))
     return result
 
@@ -129,7 +130,7 @@ def adopt_bundle_cavp(run: Run, bundle: os.PathLike) -> dict:
     import dataclasses
 
     from frieren.checkpoints import CheckpointError, load_bundle
-    from frieren.training.loop import FINAL_FILE, _atomic_save
+    from frieren.training.loop import FINAL_FILE
 
     try:
         stack, info = load_bundle(bundle)
@@ -159,7 +160,7 @@ def adopt_bundle_cavp(run: Run, bundle: os.PathLike) -> dict:
               "source_steps": trained.get("steps"), "losses": trained.get("losses", {})}
     if run.ctx.is_main:
         run.stage_dir("cavp").mkdir(parents=True, exist_ok=True)
-        _atomic_save({"state": state, "result": result, "stopped_early": False}, run.stage_dir("cavp") / FINAL_FILE)
+        atomic_torch_save({"state": state, "result": result, "stopped_early": False}, run.stage_dir("cavp") / FINAL_FILE)
     log.info("CAVP video branch adopted from bundle %s (trained %s steps there)", bundle, trained.get("steps", "?"))
     return result
 
@@ -301,9 +302,7 @@ def stage_reflow_data(run: Run) -> dict:
                          generator=gen)
         x1 = generate_reflow_pairs(est, cond, feats, x0.to(run.ctx.device), steps=a.teacher_steps,
                                    cfg_scale=a.cfg_scale).cpu()
-        tmp = path.with_suffix(".tmp")
-        torch.save({"idx": idx, "x0": x0, "x1": x1}, tmp)
-        os.replace(tmp, path)
+        atomic_torch_save({"idx": idx, "x0": x0, "x1": x1}, path)
     barrier(run.ctx)
     seconds = time.perf_counter() - t0
     summary = {"settings": settings, "seconds": round(seconds, 1)}
