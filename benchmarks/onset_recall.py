@@ -12,7 +12,10 @@
   visual frame or its neighbour);
 * gap: how far the nearest other expected onset is, in bins (50-100 ms: a bounce or a second
   contact, often inside the same visual frame; 100-150 ms: usually the neighbouring frame);
-* material.
+* material;
+* place: for impacts, whether the event lies within 10 % of the frame's width from its left or right
+  edge (the world's walls are those edges) or further in, by its position before camera shake;
+* kind and strength together (is a wall impact missed because it is quieter, or at equal strength?).
 
 The ground-truth audio is scored the same way: its recall is what the onset detector itself
 finds, the ceiling of each bin. Each bundle generates with its own default steps (a
@@ -39,6 +42,7 @@ log = logging.getLogger("onset_recall")
 
 TOLERANCE_MS = 125.0
 CROWD_S = 0.25
+EDGE_FRACTION = 0.1                  # "place": this close to the frame's left or right edge
 GAP_BINS_MS = (50, 100, 150, 250)   # the last bin: this far or more (merged onsets are >= 50 ms apart)
 STRENGTH_BINS = (0.0, 0.1, 0.25, 0.5, 1.01)
 
@@ -46,7 +50,8 @@ STRENGTH_BINS = (0.0, 0.1, 0.25, 0.5, 1.01)
 def onset_descriptions(events, sample_rate: int) -> List[Dict[str, object]]:
     """The expected onsets of a clip as `frieren eval` merges them (impacts and continuous
     starts, those within 50 ms of the previous kept one dropped), each described by the event
-    that opens it. Returns [{sample, kind, material, strength, crowding, gap}] in time order."""
+    that opens it. Returns [{sample, kind, material, strength, crowding, gap, kind_strength[, place]}] in
+    time order (``place`` for impacts only)."""
     from frieren.eval.sync import merge_close_events
     from frieren.eval.table import ONSET_KINDS
 
@@ -67,9 +72,14 @@ def onset_descriptions(events, sample_rate: int) -> List[Dict[str, object]]:
             strength = f"strength {STRENGTH_BINS[b]:.2f}-{min(1.0, STRENGTH_BINS[b + 1]):.2f}"
         else:
             strength = "continuous"
-        out.append({"sample": s, "kind": kind, "material": e.material, "strength": strength,
-                    "crowding": "another onset within 250 ms" if crowded else "isolated",
-                    "gap": gap_label(nearest_ms)})
+        row = {"sample": s, "kind": kind, "material": e.material, "strength": strength,
+               "crowding": "another onset within 250 ms" if crowded else "isolated",
+               "gap": gap_label(nearest_ms), "kind_strength": f"{kind}, {strength}"}
+        if e.kind == "impact":
+            x = float(e.position[0])
+            row["place"] = (f"impact within {EDGE_FRACTION:.0%} of the left or right edge"
+                            if min(x, 1.0 - x) < EDGE_FRACTION else "impact further in")
+        out.append(row)
     return out
 
 
@@ -105,7 +115,7 @@ def recall_by(onsets: Sequence[Dict[str, object]], hit: Sequence[bool]) -> Dict[
     """{attribute: {value: {events, recall}}} over all onsets of all clips."""
     table: Dict[str, Dict[str, List[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
     for o, h in zip(onsets, hit):
-        for attr in ("kind", "strength", "crowding", "gap", "material", "head"):
+        for attr in ("kind", "strength", "crowding", "gap", "material", "place", "kind_strength", "head"):
             if attr not in o:
                 continue
             cell = table[attr][str(o[attr])]

@@ -30,7 +30,12 @@ def test_onsets_are_merged_as_eval_merges_them_and_described_by_their_opening_ev
     assert [o["gap"] for o in d] == ["nearest other onset 150-250 ms"] * 2 + ["nearest other onset 250 ms or more"]
     assert mod.gap_label(50.0) == mod.gap_label(99.9) == "nearest other onset 50-100 ms"
     assert mod.gap_label(100.0) == "nearest other onset 100-150 ms" and mod.gap_label(None).endswith("or more")
+    assert d[2]["kind_strength"] == "impact on wall, strength 0.50-1.00" and "place" not in d[1]
+    assert d[0]["place"] == "impact further in"          # x = 0.5
+    edge = mod.onset_descriptions([Event(1.0, SR, "impact", "wall", "wood", 0.3, 1.0, (1.0, 0.7))], SR)
+    assert edge[0]["place"].startswith("impact within 10% of the left or right edge")
     by = mod.recall_by(d, [True, False, True])
+    assert by["place"]["impact further in"] == {"events": 2, "recall": 1.0}
     assert by["crowding"]["isolated"] == {"events": 1, "recall": 1.0}
     assert by["crowding"]["another onset within 250 ms"] == {"events": 2, "recall": 0.5}
     assert by["material"]["metal"]["recall"] == 0.0
