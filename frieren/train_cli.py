@@ -92,6 +92,10 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="with --presence-slots > 1: fine-tune a copy of the CAVP video branch with the slot head for N "
                         "steps on the slot labels, and let the head read that network (the generator's features stay "
                         "the CAVP's); 0 (default): the head reads the CAVP's frozen features. Recorded")
+    p.add_argument("--presence-detector-rotate", type=float, default=0.0, metavar="P",
+                   help="with --presence-detector-steps: turn each training window a quarter (either way) with "
+                        "probability P, so that floor bounces also show as sideways (wall) ones, which the detector "
+                        "finds least; 0 (default): mirrored only")
     p.add_argument("--presence-edge-steps", type=int, default=0, metavar="N",
                    help="with --presence-detector-steps: then fine-tune the detector N more steps with the loss of each "
                         "window's newest frame added (--presence-edge-weight), the frame a stream without look-ahead "

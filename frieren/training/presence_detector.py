@@ -50,7 +50,7 @@ def fine_tune_detector(cfg, video_weights: Dict[str, torch.Tensor], head_state: 
                        flip: float = 0.5, ckpt_every: int = 250, progress: bool = True, edge_weight: float = 0.0,
                        desc: str = "presence detector", material_labels: Optional[Sequence[torch.Tensor]] = None,
                        material_classes: int = 0, material_head_state: Optional[Dict[str, torch.Tensor]] = None,
-                       material_weight: float = 1.0,
+                       material_weight: float = 1.0, rotate: float = 0.0,
                        ) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor], Dict[str, object]]:
     """Fine-tune a copy of the video branch (``cfg``: a CAVPConfig without the presence channel,
     ``video_weights`` its state) and the slot head (``head_state``) on per-clip frames uint8
@@ -58,13 +58,17 @@ def fine_tune_detector(cfg, video_weights: Dict[str, torch.Tensor], head_state: 
     each window's last frame. With ``material_labels`` (per clip int64 (N_c,), -1 = no impact) also a
     material head Linear(embed_dim, ``material_classes`` + 1) (from ``material_head_state`` if given,
     else fresh). -> (network state, head state, {"loss": mean of the last 50 steps, "steps", and with
-    materials "material_head": its state, "material_acc": its accuracy on impact frames, last 50 steps})."""
+    materials "material_head": its state, "material_acc": its accuracy on impact frames, last 50 steps}).
+    ``rotate``: the probability that a window is also turned a quarter (either way), so that a floor
+    bounce shows as a sideways one (a wall's); 0 draws no extra random numbers (same run as before)."""
     from tqdm import tqdm
 
     from frieren.models.cavp import CAVPVideoEncoder
 
     if steps < 1:
         raise ValueError(f"the presence detector needs at least one step, got {steps}")
+    if not 0.0 <= rotate <= 1.0:
+        raise ValueError(f"the quarter-turn probability must be within [0, 1], got {rotate}")
     if edge_weight < 0:
         raise ValueError(f"the newest frame's loss weight must be >= 0, got {edge_weight}")
     if len(frames) != len(labels) or not frames:
@@ -112,6 +116,9 @@ def fine_tune_detector(cfg, video_weights: Dict[str, torch.Tensor], head_state: 
             x = frames[c][s:s + window].float() / 255.0                 # (W, 3K, S, S)
             if float(torch.rand((), generator=gen)) < flip:
                 x = x.flip(-1)                                         # a mirrored scene: same onsets
+            if rotate > 0 and float(torch.rand((), generator=gen)) < rotate:
+                turn = 1 if float(torch.rand((), generator=gen)) < 0.5 else 3
+                x = torch.rot90(x, turn, dims=(-2, -1))                # gravity sideways: same onsets
             xs.append(x)
             ys.append(labels[c][s:s + window])
             if material_labels is not None:

@@ -321,6 +321,7 @@ class Run:
         from frieren.training.data import state_fingerprint
         from frieren.training.presence_detector import fine_tune_detector
         steps = getattr(self.args, "presence_detector_steps", 0)
+        rotate = float(getattr(self.args, "presence_detector_rotate", 0.0) or 0.0)
         path = self.stage_dir("cavp") / "presence_detector.pt"
         w = self.windows("flow")
         source = state_fingerprint(video_weights, head) + f"-{len(w.clips)}"
@@ -328,7 +329,7 @@ class Run:
         if path.is_file():
             kept = torch.load(path, map_location="cpu", weights_only=True)
             kept_fp = kept.get("fingerprint", "")
-            if kept_fp == fp and steps == kept["info"]["steps"]:
+            if kept_fp == fp and steps == kept["info"]["steps"] and kept["info"].get("rotate", 0.0) == rotate:
                 return kept["net"], kept["head"]
             if steps == 0 and kept_fp.rsplit("-", 1)[0] == source:
                 # a later command of the run (`bundle`) repeats neither the step count nor the seed
@@ -336,10 +337,13 @@ class Run:
         if steps < 1:
             raise SystemExit(f"{self.dir} records a presence detector (cavp.json) and none is trained for this CAVP "
                              f"yet: pass --presence-detector-steps N (for example 3000)")
-        ckpt = self.stage_dir("cavp") / f"presence_detector_ckpt_{fp.split('-')[0][:12]}_{steps}.pt"
+        ckpt = self.stage_dir("cavp") / (f"presence_detector_ckpt_{fp.split('-')[0][:12]}_{steps}"
+                                         + (f"_rotate{rotate:g}" if rotate else "") + ".pt")
         net, head, info = fine_tune_detector(self.preset.cavp, video_weights, head, [c.frames for c in w.clips],
                                              self.slot_labels(w.clips), steps=steps, seed=self.args.seed + 7,
-                                             ckpt=ckpt, progress=self.progress)
+                                             ckpt=ckpt, progress=self.progress, rotate=rotate)
+        if rotate:
+            info["rotate"] = rotate
         log.info("presence detector fine-tuned for %d steps: loss %.4f (last 50 steps)", steps, info["loss"])
         if self.ctx.is_main:
             atomic_torch_save({"net": net, "head": head, "fingerprint": fp, "info": info}, path)

@@ -176,6 +176,23 @@ def test_the_newest_frame_loss_changes_the_fine_tuning_and_stays_deterministic(t
         fine_tune_detector(cfg, video, head, frames, labels, ckpt=tmp_path / "d.pt", edge_weight=-1.0, **kw)
 
 
+def test_quarter_turns_change_the_fine_tuning_and_stay_deterministic(tmp_path):
+    """``rotate`` (--presence-detector-rotate): windows turned a quarter, so floor bounces show sideways."""
+    from frieren.training.presence_detector import fine_tune_detector
+
+    cfg, video, head, frames, labels = _detector_inputs()
+    kw = dict(steps=2, seed=5, batch_size=2, window=16, progress=False)
+    plain, _, _ = fine_tune_detector(cfg, video, head, frames, labels, ckpt=tmp_path / "a.pt", **kw)
+    zero, _, _ = fine_tune_detector(cfg, video, head, frames, labels, ckpt=tmp_path / "b.pt", rotate=0.0, **kw)
+    turned, _, _ = fine_tune_detector(cfg, video, head, frames, labels, ckpt=tmp_path / "c.pt", rotate=1.0, **kw)
+    again, _, _ = fine_tune_detector(cfg, video, head, frames, labels, ckpt=tmp_path / "d.pt", rotate=1.0, **kw)
+    key = "video_project_head.weight"
+    assert torch.equal(plain[key], zero[key])              # off: the same run as before the option existed
+    assert not torch.equal(plain[key], turned[key]) and torch.equal(turned[key], again[key])
+    with pytest.raises(ValueError, match="within \\[0, 1\\]"):
+        fine_tune_detector(cfg, video, head, frames, labels, ckpt=tmp_path / "e.pt", rotate=1.5, **kw)
+
+
 def test_a_run_with_a_presence_detector_decides_the_channel_with_its_own_network(tmp_path, tiny_recipe_args):
     run, out = tmp_path / "run", tmp_path / "bundle"
     assert train_cli.main(tiny_recipe_args(run, out, "--presence-channel", "--presence-slots", "4",
@@ -204,6 +221,14 @@ def test_a_run_with_a_presence_detector_decides_the_channel_with_its_own_network
     assert train_cli.main(bundle_argv) == 0
     cfm, _ = load_bundle(tmp_path / "cfm")
     assert torch.equal(cfm.cavp.presence_net.video_project_head.weight, kept["net"]["video_project_head.weight"])
+    # --presence-detector-rotate trains another detector (the kept one is not reused) and records it
+    assert train_cli.main(tiny_recipe_args(run, tmp_path / "turned", "--presence-channel", "--presence-slots", "4",
+                                           "--presence-detector-steps", "2", "--presence-detector-rotate", "1",
+                                           "--presence-channel-train", "truth", "--presence-validation-clips", "1",
+                                           "--seed", "1")) == 0
+    turned = torch.load(run / "cavp" / "presence_detector.pt", weights_only=True)
+    assert turned["info"]["rotate"] == 1.0
+    assert not torch.equal(turned["net"]["video_project_head.weight"], kept["net"]["video_project_head.weight"])
     (run / "cavp" / "presence_detector.pt").unlink()
     with pytest.raises(SystemExit, match="pass --presence-detector-steps"):
         train_cli.main(bundle_argv)
