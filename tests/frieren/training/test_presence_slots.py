@@ -161,36 +161,25 @@ def test_the_detector_fine_tunes_deterministically_and_resumes(tmp_path):
         fine_tune_detector(cfg, video, head, frames, labels, steps=1, ckpt=tmp_path / "c.pt", **{**kw, "window": 32})
 
 
-def test_the_newest_frame_loss_changes_the_fine_tuning_and_stays_deterministic(tmp_path):
-    """``edge_weight`` (--presence-edge-steps): each window's last frame's loss added to the window's."""
+@pytest.mark.parametrize("option, bad, message", [
+    ({"edge_weight": 2.0}, {"edge_weight": -1.0}, ">= 0"),         # --presence-edge-steps: the last frame's loss added
+    ({"rotate": 1.0}, {"rotate": 1.5}, "within \\[0, 1\\]"),    # --presence-detector-rotate: quarter turns
+])
+def test_an_option_changes_the_fine_tuning_and_stays_deterministic(tmp_path, option, bad, message):
     from frieren.training.presence_detector import fine_tune_detector
 
     cfg, video, head, frames, labels = _detector_inputs()
     kw = dict(steps=2, seed=5, batch_size=2, window=16, progress=False)
     plain, _, _ = fine_tune_detector(cfg, video, head, frames, labels, ckpt=tmp_path / "a.pt", **kw)
-    edge, _, info = fine_tune_detector(cfg, video, head, frames, labels, ckpt=tmp_path / "b.pt", edge_weight=2.0, **kw)
-    again, _, _ = fine_tune_detector(cfg, video, head, frames, labels, ckpt=tmp_path / "c.pt", edge_weight=2.0, **kw)
+    off, _, _ = fine_tune_detector(cfg, video, head, frames, labels, ckpt=tmp_path / "b.pt",
+                                   **{k: 0.0 for k in option}, **kw)
+    on, _, info = fine_tune_detector(cfg, video, head, frames, labels, ckpt=tmp_path / "c.pt", **option, **kw)
+    again, _, _ = fine_tune_detector(cfg, video, head, frames, labels, ckpt=tmp_path / "d.pt", **option, **kw)
     key = "video_project_head.weight"
-    assert not torch.equal(plain[key], edge[key]) and torch.equal(edge[key], again[key]) and info["loss"] > 0
-    with pytest.raises(ValueError, match=">= 0"):
-        fine_tune_detector(cfg, video, head, frames, labels, ckpt=tmp_path / "d.pt", edge_weight=-1.0, **kw)
-
-
-def test_quarter_turns_change_the_fine_tuning_and_stay_deterministic(tmp_path):
-    """``rotate`` (--presence-detector-rotate): windows turned a quarter, so floor bounces show sideways."""
-    from frieren.training.presence_detector import fine_tune_detector
-
-    cfg, video, head, frames, labels = _detector_inputs()
-    kw = dict(steps=2, seed=5, batch_size=2, window=16, progress=False)
-    plain, _, _ = fine_tune_detector(cfg, video, head, frames, labels, ckpt=tmp_path / "a.pt", **kw)
-    zero, _, _ = fine_tune_detector(cfg, video, head, frames, labels, ckpt=tmp_path / "b.pt", rotate=0.0, **kw)
-    turned, _, _ = fine_tune_detector(cfg, video, head, frames, labels, ckpt=tmp_path / "c.pt", rotate=1.0, **kw)
-    again, _, _ = fine_tune_detector(cfg, video, head, frames, labels, ckpt=tmp_path / "d.pt", rotate=1.0, **kw)
-    key = "video_project_head.weight"
-    assert torch.equal(plain[key], zero[key])              # off: the same run as before the option existed
-    assert not torch.equal(plain[key], turned[key]) and torch.equal(turned[key], again[key])
-    with pytest.raises(ValueError, match="within \\[0, 1\\]"):
-        fine_tune_detector(cfg, video, head, frames, labels, ckpt=tmp_path / "e.pt", rotate=1.5, **kw)
+    assert torch.equal(plain[key], off[key])                  # off: the same run as without the option
+    assert not torch.equal(plain[key], on[key]) and torch.equal(on[key], again[key]) and info["loss"] > 0
+    with pytest.raises(ValueError, match=message):
+        fine_tune_detector(cfg, video, head, frames, labels, ckpt=tmp_path / "e.pt", **bad, **kw)
 
 
 def test_a_run_with_a_presence_detector_decides_the_channel_with_its_own_network(tmp_path, tiny_recipe_args):
