@@ -40,8 +40,7 @@ def score(cavp, clips, materials, samples_per_frame: int) -> Dict[str, float]:
     from frieren.models.cavp import material_one_hot
 
     m = len(materials)
-    decided = none = best = total = 0
-    truth = Counter()
+    truth, totals = Counter(), Counter()
     by_source: Dict[str, Counter] = {}
     for clip in clips:
         source = {e.sample: e.source for e in clip.events if e.kind == "impact"}
@@ -53,21 +52,18 @@ def score(cavp, clips, materials, samples_per_frame: int) -> Dict[str, float]:
             if f >= logits.shape[0]:
                 continue
             k = list(materials).index(name)
-            total += 1
             truth[name] += 1
             right = {"impacts": 1, "decided": int(said[f, k] == 1), "said_none": int(logits[f].argmax() == m),
                      "best_material": int(logits[f, :m].argmax() == k)}
-            decided += right["decided"]
-            none += right["said_none"]
-            best += right["best_material"]
+            totals.update(right)
             by_source.setdefault(source.get(sample, "unknown"), Counter()).update(right)
-    if not total:
+    if not totals:
         raise SystemExit("no isolated impact in these clips: give more --clips")
-    return {"impacts": total, "decided": decided / total, "said_none": none / total, "best_material": best / total,
-            "majority_class": max(truth.values()) / total,
-            "by_source": {src: {"impacts": c["impacts"], **{k: c[k] / c["impacts"] for k in
-                                                            ("decided", "said_none", "best_material")}}
-                          for src, c in sorted(by_source.items())}}
+
+    def rates(c: Counter) -> Dict[str, float]:
+        return {"impacts": c["impacts"], **{k: c[k] / c["impacts"] for k in ("decided", "said_none", "best_material")}}
+    return {**rates(totals), "majority_class": max(truth.values()) / totals["impacts"],
+            "by_source": {src: rates(c) for src, c in sorted(by_source.items())}}
 
 
 def main(argv=None) -> int:

@@ -246,8 +246,6 @@ def csv_source(folder: os.PathLike, csv_path: os.PathLike, preset: Preset,
 # Clip cache
 # --------------------------------------------------------------------------------------
 
-
-
 def build_clip_cache(items: Sequence[ClipItem], cache_dir: os.PathLike, preset: Preset,
                      progress: bool = True, workers: int = 1) -> List[Path]:
     """Cache every item as ``clips/NNNNN.pt`` (skipping finished ones); returns the paths.

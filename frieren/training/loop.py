@@ -108,8 +108,6 @@ class EMA:
             self.shadow[k].copy_(v)
 
 
-
-
 def load_final(out_dir: os.PathLike) -> Optional[dict]:
     """The ``final.pt`` of a finished stage (``{'state', 'result'}``) or None."""
     path = Path(out_dir) / FINAL_FILE
@@ -287,8 +285,8 @@ class Trainer:
         result = TrainResult(self.name, self.step, round(self.elapsed, 1), final_losses)
         if self.ctx.is_main:
             atomic_torch_save({"state": self.export_state(), "result": asdict(result),
-                          "stopped_early": stopped_early, "config": asdict(cfg)},
-                         self.out_dir / FINAL_FILE)
+                               "stopped_early": stopped_early, "config": asdict(cfg)},
+                              self.out_dir / FINAL_FILE)
         barrier(self.ctx)
         log.info("%s: %d steps in %.1f s; losses %s", self.name, self.step, self.elapsed, final_losses)
         return result
