@@ -12,9 +12,10 @@ and reports:
 * ``best_material``: the fraction where the most likely of the materials alone is right (the
   head's material knowledge, whatever it says of "none"),
 
-with the majority class of those impacts as chance, and ``by_source`` the first three per what was
+with the majority class of those impacts as chance, ``by_source`` the first three per what was
 struck (the world's event source: ``floor``, ``wall`` or another ``object``; an object-object impact
-sounds the louder body's material, which the frames show less clearly).
+sounds the louder body's material, which the frames show less clearly), and ``confusion``: per struck
+material how often each material is the best of the materials (look-alikes, or another body's).
 
     python benchmarks/material_detector.py frieren/assets/default --first-seed 900064 --clips 32 --json out.json
 """
@@ -42,6 +43,7 @@ def score(cavp, clips, materials, samples_per_frame: int) -> Dict[str, float]:
     m = len(materials)
     truth, totals = Counter(), Counter()
     by_source: Dict[str, Counter] = {}
+    confusion = {name: Counter() for name in materials}
     for clip in clips:
         source = {e.sample: e.source for e in clip.events if e.kind == "impact"}
         with torch.no_grad():
@@ -56,6 +58,7 @@ def score(cavp, clips, materials, samples_per_frame: int) -> Dict[str, float]:
             right = {"impacts": 1, "decided": int(said[f, k] == 1), "said_none": int(logits[f].argmax() == m),
                      "best_material": int(logits[f, :m].argmax() == k)}
             totals.update(right)
+            confusion[name][materials[int(logits[f, :m].argmax())]] += 1
             by_source.setdefault(source.get(sample, "unknown"), Counter()).update(right)
     if not totals:
         raise SystemExit("no isolated impact in these clips: give more --clips")
@@ -63,7 +66,8 @@ def score(cavp, clips, materials, samples_per_frame: int) -> Dict[str, float]:
     def rates(c: Counter) -> Dict[str, float]:
         return {"impacts": c["impacts"], **{k: c[k] / c["impacts"] for k in ("decided", "said_none", "best_material")}}
     return {**rates(totals), "majority_class": max(truth.values()) / totals["impacts"],
-            "by_source": {src: rates(c) for src, c in sorted(by_source.items())}}
+            "by_source": {src: rates(c) for src, c in sorted(by_source.items())},
+            "confusion": {name: {said: confusion[name][said] for said in materials} for name in materials}}
 
 
 def main(argv=None) -> int:
@@ -102,6 +106,8 @@ def main(argv=None) -> int:
     for src, r in report["by_source"].items():
         log.info("  struck %-7s %3d impacts: right %.3f, none %.3f, best of the materials %.3f", src, r["impacts"],
                  r["decided"], r["said_none"], r["best_material"])
+    for name, said in report["confusion"].items():
+        log.info("  %-8s named as: %s", name, ", ".join(f"{k} {v}" for k, v in said.items() if v))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
     return 0

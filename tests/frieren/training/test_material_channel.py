@@ -150,6 +150,12 @@ def test_a_run_with_material_channels_ships_the_detector_s_material_head(tmp_pat
     assert sum(r["impacts"] for r in scored["by_source"].values()) == scored["impacts"]
     assert sum(r["decided"] * r["impacts"] for r in scored["by_source"].values()) == \
         pytest.approx(scored["decided"] * scored["impacts"])
+    # the confusion counts each impact once, under the material that struck, its diagonal the best-material hits
+    confusion = scored["confusion"]
+    assert sum(sum(row.values()) for row in confusion.values()) == scored["impacts"]
+    assert {name: sum(row.values()) for name, row in confusion.items() if sum(row.values())} == \
+        {name: clip.materials.count(name) for name in set(clip.materials)}
+    assert sum(confusion[name][name] for name in confusion) == round(scored["best_material"] * scored["impacts"])
     # --material-channel-clips: the phase trains again on the flow stages' clips plus clips of its own, rendered
     # from the seeds after the run's, and the bundle records how many
     more_out = tmp_path / "bundle_more"
