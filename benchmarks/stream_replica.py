@@ -17,6 +17,9 @@ world's merged onsets). Rows:
 * offline: ``frieren generate``'s overlapping windows of the whole clip's condition;
 * with ``--lookahead A`` > 0 also "stream, look-ahead A": each window ends A frames after the frame
   it emits (what ``frieren-stream --lookahead-frames A`` does for A frame periods more latency).
+* with ``--padded-generator`` also "stream, generator window padded 1": the stream's condition, but
+  the generator's window ends one made-up frame after the frame it emits (the newest frame's features,
+  its decided channels off), so that frame is not the last the generator renders; no latency added.
 
 Not timed; no crossfade (the mels are joined), so seams are not what it measures.
 
@@ -60,6 +63,20 @@ def hop_conditions(stack, frames: torch.Tensor, lookahead: int = 0, batch: int =
     return out
 
 
+def padded_conditions(stack, edge: torch.Tensor) -> torch.Tensor:
+    """The stream's conditions (N, F, D), window j ending at frame j -> generator windows (N, F, D)
+    ending one frame *after* j: the window's frames 1.. and a made-up last frame, the newest one's
+    features with every decided channel (presence, material) off, "nothing starts here". Generated
+    and kept as a look-ahead-1 window (frame F - 2), no frame is waited for: only the generator's
+    window ends later than the frame it emits."""
+    pad = edge[:, -1:].clone()
+    cavp = stack.preset.cavp
+    k = (cavp.presence_slots + cavp.material_channel) if cavp.presence_channel else 0
+    if k:
+        pad[..., -k:] = 0
+    return torch.cat([edge[:, 1:], pad], 1)
+
+
 def replay(stack, conds: torch.Tensor, num_samples: int, seed: int = 0, lookahead: int = 0,
            batch: int = 16) -> torch.Tensor:
     """Per-hop windows' conditions (N, F, D), window j ending at frame j + ``lookahead`` -> audio
@@ -92,6 +109,8 @@ def main(argv=None) -> int:
     p.add_argument("--seconds", type=float, default=8.0)
     p.add_argument("--lookahead", type=int, nargs="*", default=[], metavar="A",
                    help="also replay a stream whose windows end A frames after the frame they emit")
+    p.add_argument("--padded-generator", action="store_true",
+                   help="also replay a stream whose generator window ends one made-up frame after the frame it emits")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", help="write the scores here")
     args = p.parse_args(argv)
@@ -111,11 +130,16 @@ def main(argv=None) -> int:
         stack, _ = load_bundle(bundle)
         g = stack.preset.geometry
         clips = render_clips(list(range(args.first_seed, args.first_seed + args.clips)), args.seconds, stack.preset)
-        counts = {r: [0, 0, 0] for r in ROWS + tuple(f"stream, look-ahead {a}" for a in args.lookahead if a)}
+        counts = {r: [0, 0, 0] for r in ROWS + tuple(f"stream, look-ahead {a}" for a in args.lookahead if a)
+                  + (("stream, generator window padded 1",) if args.padded_generator else ())}
         for c in tqdm(clips, desc=Path(bundle).name, unit="clip"):
             ref = merge_close_events(sorted(c.onsets), g.sample_rate)
             audios = {name: replay(stack, cond, len(c.audio)).numpy()
                       for name, cond in hop_conditions(stack, c.frames).items()}
+            if args.padded_generator:
+                audios["stream, generator window padded 1"] = replay(
+                    stack, padded_conditions(stack, hop_conditions(stack, c.frames)["stream"]), len(c.audio),
+                    lookahead=1).numpy()
             for a in args.lookahead:
                 if a:
                     audios.update({name: replay(stack, cond, len(c.audio), lookahead=a).numpy()

@@ -104,10 +104,11 @@ def test_a_run_with_the_newest_frame_phase_ships_both_thresholds(tmp_path, tiny_
     assert scored["edge_threshold"] == pytest.approx(chosen["threshold"])
     assert scored["window, look-ahead 0"]["threshold"] == scored["edge_threshold"]
     assert benchmark_module("stream_replica").main([str(out), "--clips", "1", "--seconds", "2.5", "--lookahead", "1",
-                                                    "--json", str(replica_json)]) == 0
+                                                    "--padded-generator", "--json", str(replica_json)]) == 0
     rows = json.loads(replica_json.read_text())["bundles"][str(out)]
     assert set(rows) <= {"stream", "stream, whole-clip channels", "whole-clip condition per hop", "offline",
-                         "stream, look-ahead 1"} and "stream, look-ahead 1" in rows
+                         "stream, look-ahead 1", "stream, generator window padded 1"}
+    assert {"stream, look-ahead 1", "stream, generator window padded 1"} <= set(rows)
     assert all(0 <= r["f1"] <= 1 and r["events"] > 0 for r in rows.values())
     # `bundle` of another stage repeats no flag: the recorded phase is reused, and missing it is named
     bundle_argv = ["bundle", "--run-dir", str(run), "--preset", "tiny", "--synthetic", "2", "--synthetic-seed", "7",
@@ -120,3 +121,22 @@ def test_a_run_with_the_newest_frame_phase_ships_both_thresholds(tmp_path, tiny_
     with pytest.raises(SystemExit, match="needs --presence-detector-steps"):
         train_cli.main(tiny_recipe_args(tmp_path / "r2", tmp_path / "b2", "--presence-channel", "--presence-slots",
                                         "4", "--presence-edge-steps", "2"))
+
+
+@pytest.mark.parametrize("slots, materials", [(4, 0), (4, 5), (0, 0)])
+def test_padded_conditions_shift_the_window_and_say_nothing_starts(slots, materials, benchmark_module):
+    """The padded generator window: the stream's window less its oldest frame, then the newest frame's
+    features again with every decided channel off (none without a presence channel)."""
+    from types import SimpleNamespace
+
+    cavp = SimpleNamespace(presence_channel=bool(slots), presence_slots=slots, material_channel=materials)
+    stack = SimpleNamespace(preset=SimpleNamespace(cavp=cavp))
+    edge = torch.rand(3, 5, 8 + slots + materials) + 0.5                   # (N, F, D), nothing zero
+    before = edge.clone()
+    padded = benchmark_module("stream_replica").padded_conditions(stack, edge)
+    assert padded.shape == edge.shape
+    assert torch.equal(padded[:, :-1], edge[:, 1:])
+    decided = slots + materials
+    assert torch.equal(padded[:, -1, :8], edge[:, -1, :8])
+    assert torch.equal(padded[:, -1, 8:], torch.zeros(3, decided))
+    assert torch.equal(edge, before)                                       # the stream's windows untouched
