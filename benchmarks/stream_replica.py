@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 log = logging.getLogger("stream_replica")
 
 ROWS = ("stream", "stream, whole-clip channels", "whole-clip condition per hop", "offline")
+PADDED = "stream, generator window padded 1"
 
 
 def hop_conditions(stack, frames: torch.Tensor, lookahead: int = 0, batch: int = 16) -> Dict[str, torch.Tensor]:
@@ -131,15 +132,14 @@ def main(argv=None) -> int:
         g = stack.preset.geometry
         clips = render_clips(list(range(args.first_seed, args.first_seed + args.clips)), args.seconds, stack.preset)
         counts = {r: [0, 0, 0] for r in ROWS + tuple(f"stream, look-ahead {a}" for a in args.lookahead if a)
-                  + (("stream, generator window padded 1",) if args.padded_generator else ())}
+                  + ((PADDED,) if args.padded_generator else ())}
         for c in tqdm(clips, desc=Path(bundle).name, unit="clip"):
             ref = merge_close_events(sorted(c.onsets), g.sample_rate)
-            audios = {name: replay(stack, cond, len(c.audio)).numpy()
-                      for name, cond in hop_conditions(stack, c.frames).items()}
+            conds = hop_conditions(stack, c.frames)
+            audios = {name: replay(stack, cond, len(c.audio)).numpy() for name, cond in conds.items()}
             if args.padded_generator:
-                audios["stream, generator window padded 1"] = replay(
-                    stack, padded_conditions(stack, hop_conditions(stack, c.frames)["stream"]), len(c.audio),
-                    lookahead=1).numpy()
+                audios[PADDED] = replay(stack, padded_conditions(stack, conds["stream"]), len(c.audio),
+                                        lookahead=1).numpy()
             for a in args.lookahead:
                 if a:
                     audios.update({name: replay(stack, cond, len(c.audio), lookahead=a).numpy()
