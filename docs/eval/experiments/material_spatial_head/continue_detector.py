@@ -6,7 +6,8 @@ BCE plus material cross-entropy, random 16-frame windows of 8, mirrored with pro
 learning rates 1e-4 for the network and 1e-3 for the heads), from the bundle's trained detector and
 heads. With ``--head attend`` the material logits become the linear head's plus
 ``sum over positions of softmax(a) * m(layer3)`` (a: 1x1 conv, m: 1x1 conv, ReLU, 1x1 conv whose last
-layer starts at zero, so the model starts where the bundle's is). A fresh optimiser; no resume.
+layer starts at zero, so the model starts where the bundle's is). ``--lr`` and ``--material-weight``
+change the network's learning rate and the material loss's weight. A fresh optimiser; no resume.
 
     python docs/eval/experiments/material_spatial_head/continue_detector.py runs/v13mc6_bundle \
         runs/v13mc/cache runs/v13mc/cache_material --steps 3000 --head attend --json out.json
@@ -50,8 +51,12 @@ def main(argv=None):
     p.add_argument("caches", nargs="+", help="clip caches the material phase trained on (clips/*.pt, onsets.json)")
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--head", choices=("linear", "attend"), default="attend")
+    p.add_argument("--lr", type=float, default=1e-4, help="the network's learning rate (the material phase's 1e-4)")
+    p.add_argument("--material-weight", type=float, default=1.0,
+                   help="the material cross-entropy's weight beside the slot loss (the phase's default 1)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json")
+    p.add_argument("--save", help="write the continued detector (network, slot head, material head[, attend head]) here")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
@@ -78,7 +83,7 @@ def main(argv=None):
         clips += loaded
         labels += [onset_slot_labels(onsets[c.key], c.num_frames, g.samples_per_frame, stack.preset.cavp.presence_slots,
                                      g.sample_rate) for c in loaded]
-    groups = [{"params": net.parameters(), "lr": 1e-4},
+    groups = [{"params": net.parameters(), "lr": args.lr},
               {"params": list(slot_head.parameters()) + list(material_head.parameters()), "lr": 1e-3}]
     if attend is not None:
         groups.append({"params": attend.parameters(), "lr": 1e-3})
@@ -105,7 +110,7 @@ def main(argv=None):
         feats, material_logits = forward(torch.stack(xs))
         slot_logits = slot_head(feats)
         loss = (F.binary_cross_entropy_with_logits(slot_logits, torch.stack(ys).to(slot_logits))
-                + F.cross_entropy(material_logits.flatten(0, 1), torch.stack(ms).flatten()))
+                + args.material_weight * F.cross_entropy(material_logits.flatten(0, 1), torch.stack(ms).flatten()))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -125,11 +130,15 @@ def main(argv=None):
                     tally["decided"] += int(said[f, k] == 1)
                     tally["said_none"] += int(logits[f].argmax() == m)
                     tally["best_material"] += int(logits[f, :m].argmax() == k)
-    report = {"bundle": args.bundle, "head": args.head, "steps": args.steps, "minutes": round(minutes, 1),
+    report = {"bundle": args.bundle, "head": args.head, "steps": args.steps, "lr": args.lr,
+              "material_weight": args.material_weight, "minutes": round(minutes, 1),
               "impacts": tally["impacts"], **{k: v / tally["impacts"] for k, v in tally.items() if k != "impacts"}}
     log.info("%s", report)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
+    if args.save:
+        torch.save({"net": net.state_dict(), "head": slot_head.state_dict(), "mhead": material_head.state_dict(),
+                    "attend": attend.state_dict() if attend is not None else None}, args.save)
 
 
 if __name__ == "__main__":
