@@ -10,7 +10,8 @@ from the world's event positions.
 Model: a fully convolutional network on visual frames f and f + 1 stacked (2 x 3K channels at
 S x S; frame f + 1's snapshots show the bodies of impacts in frame f's period, [f P, (f + 1) P)),
 with a map of (M + 1) logits per cell of a (S / 4) x (S / 4) grid: the material of an impact of
-frame f's period whose event position lies within ``radius`` cells, else none (class M). Frame
+frame f's period whose event position lies within ``radius`` cells, else none (class M); ``--before B --after A``
+read frames f - B .. f + A instead (the default: B = 0, A = 1). Frame
 f's decision: per material the largest probability over cells; the best material if that exceeds
 ``--threshold``, else none. The clip's last frame has no next one: frame f is repeated.
 
@@ -73,10 +74,12 @@ class Locator(nn.Module):
         return self.net(x)
 
 
-def pair_frames(frames: torch.Tensor) -> torch.Tensor:
-    """uint8 (N, 3K, S, S) -> float (N, 2 * 3K, S, S): frame f beside frame f + 1 (the last repeated)."""
-    nxt = torch.cat([frames[1:], frames[-1:]])
-    return torch.cat([frames, nxt], 1).float() / 255.0
+def context_frames(frames: torch.Tensor, before: int = 0, after: int = 1) -> torch.Tensor:
+    """uint8 (N, 3K, S, S) -> float (N, (before + 1 + after) * 3K, S, S): frames f - before .. f + after
+    side by side, oldest first (indices clamped: the first and last frames repeated at the edges)."""
+    n = frames.shape[0]
+    idx = (torch.arange(n)[:, None] + torch.arange(-before, after + 1)[None, :]).clamp(0, n - 1)   # (N, L)
+    return frames[idx].flatten(1, 2).float() / 255.0
 
 
 def frame_scores(logits: torch.Tensor) -> torch.Tensor:
@@ -120,7 +123,9 @@ def load_training(caches: Sequence[str], materials: Sequence[str], grid: int, ra
                     if m in materials]
             clips.append((d["frames"], cell_targets(hits, n, grid, len(materials), radius),
                           d["frame_material"]))
-        memo.write_text(json.dumps(known))
+        tmp = memo.with_suffix(".json.tmp")                 # whole or not at all: a later run parses it
+        tmp.write_text(json.dumps(known))
+        tmp.replace(memo)
     return clips
 
 
@@ -144,7 +149,7 @@ def train(args) -> int:
                  if bool((t[f] < len(materials)).any())]
     log.info("%d clips, %d frames, %d with an impact", len(clips), len(index_all), len(index_hit))
     torch.manual_seed(args.seed)
-    model = Locator(2 * c, len(materials) + 1, args.width)
+    model = Locator((args.before + 1 + args.after) * c, len(materials) + 1, args.width)
     opt = torch.optim.AdamW(model.parameters(), args.lr, weight_decay=1e-4)
     gen = torch.Generator().manual_seed(args.seed)
     weight = torch.ones(len(materials) + 1)
@@ -163,7 +168,8 @@ def train(args) -> int:
             pool = index_hit if b % 2 == 0 or args.hit_only else index_all
             ci, f = pool[int(torch.randint(len(pool), (1,), generator=gen))]
             frames, targets, _ = clips[ci]
-            x = pair_frames(frames[f:f + 2] if f + 1 < frames.shape[0] else frames[f:f + 1])[0]
+            lo, hi = max(0, f - args.before), min(frames.shape[0], f + args.after + 1)
+            x = context_frames(frames[lo:hi], args.before, args.after)[f - lo]
             t = targets[f]
             if float(torch.rand((), generator=gen)) < 0.5:
                 x, t = x.flip(-1), t.flip(-1)
@@ -183,8 +189,10 @@ def train(args) -> int:
             atomic_torch_save({"model": model.state_dict(), "opt": opt.state_dict(), "rng": gen.get_state(),
                                "step": step}, ckpt)
     bar.close()
-    atomic_torch_save({"model": model.state_dict(), "in_channels": 2 * c, "classes": len(materials) + 1,
-                "width": args.width, "materials": list(materials), "radius": args.radius, "steps": args.steps}, args.out)
+    atomic_torch_save({"model": model.state_dict(), "before": args.before, "after": args.after,
+                       "in_channels": (args.before + 1 + args.after) * c, "classes": len(materials) + 1,
+                       "width": args.width, "materials": list(materials), "radius": args.radius,
+                       "steps": args.steps}, args.out)
     log.info("wrote %s", args.out)
     return 0
 
@@ -193,6 +201,7 @@ def load_locator(path: str) -> Locator:
     saved = torch.load(path, map_location="cpu", weights_only=False)
     model = Locator(saved["in_channels"], saved["classes"], saved["width"])
     model.load_state_dict(saved["model"])
+    model.context = (saved.get("before", 0), saved.get("after", 1))     # frames read before / after f
     return model.eval()
 
 
@@ -200,7 +209,7 @@ def load_locator(path: str) -> Locator:
 def clip_scores(model: Locator, frames: torch.Tensor, chunk: int = 64, pool: str = "max") -> torch.Tensor:
     """frames uint8 or [0, 1] float (N, 3K, S, S) -> per frame and material the best cell's probability (N, M)."""
     x = frames if frames.dtype == torch.uint8 else (frames * 255).round().to(torch.uint8)
-    pairs = pair_frames(x)
+    pairs = context_frames(x, *getattr(model, "context", (0, 1)))
     if pool == "sum":
         return torch.cat([model(pairs[i:i + chunk]).softmax(1)[:, :-1].flatten(2).sum(-1)
                           for i in range(0, pairs.shape[0], chunk)])
@@ -294,6 +303,8 @@ def main(argv=None) -> int:
     t.add_argument("--radius", type=float, default=1.5, help="cells around the event position that name it")
     t.add_argument("--none-weight", type=float, default=0.2)
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--before", type=int, default=0, help="frames before f the locator reads (default 0)")
+    t.add_argument("--after", type=int, default=1, help="frames after f the locator reads (default 1)")
     t.add_argument("--hit-only", action="store_true", help="train on frames where an impact starts only")
     t.add_argument("--threads", type=int, default=1)
     s = sub.add_parser("score")
