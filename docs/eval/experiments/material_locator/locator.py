@@ -197,17 +197,34 @@ def train(args) -> int:
     return 0
 
 
-def load_locator(path: str) -> Locator:
-    saved = torch.load(path, map_location="cpu", weights_only=False)
-    model = Locator(saved["in_channels"], saved["classes"], saved["width"])
-    model.load_state_dict(saved["model"])
-    model.context = (saved.get("before", 0), saved.get("after", 1))     # frames read before / after f
-    return model.eval()
+def load_locator(path: str):
+    """A locator checkpoint, or several joined by commas (an ensemble: their frame scores averaged);
+    a trailing ``+mirror`` also averages each over the left-right mirrored frames."""
+    mirror = path.endswith("+mirror")
+    path = path[:-len("+mirror")] if mirror else path
+    models = []
+    for one in path.split(","):
+        saved = torch.load(one, map_location="cpu", weights_only=False)
+        model = Locator(saved["in_channels"], saved["classes"], saved["width"])
+        model.load_state_dict(saved["model"])
+        model.context = (saved.get("before", 0), saved.get("after", 1))     # frames read before / after f
+        model.mirror = mirror
+        models.append(model.eval())
+    return models[0] if len(models) == 1 else models
 
 
 @torch.no_grad()
-def clip_scores(model: Locator, frames: torch.Tensor, chunk: int = 64, pool: str = "max") -> torch.Tensor:
-    """frames uint8 or [0, 1] float (N, 3K, S, S) -> per frame and material the best cell's probability (N, M)."""
+def clip_scores(model, frames: torch.Tensor, chunk: int = 64, pool: str = "max") -> torch.Tensor:
+    """frames uint8 or [0, 1] float (N, 3K, S, S) -> per frame and material the best cell's probability (N, M).
+    ``model``: a Locator or a list of them (the mean of their scores)."""
+    if isinstance(model, list):
+        return torch.stack([clip_scores(m, frames, chunk, pool) for m in model]).mean(0)
+    if getattr(model, "mirror", False):
+        model.mirror = False
+        try:
+            return 0.5 * (clip_scores(model, frames, chunk, pool) + clip_scores(model, frames.flip(-1), chunk, pool))
+        finally:
+            model.mirror = True
     x = frames if frames.dtype == torch.uint8 else (frames * 255).round().to(torch.uint8)
     pairs = context_frames(x, *getattr(model, "context", (0, 1)))
     if pool == "sum":
