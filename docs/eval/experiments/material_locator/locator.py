@@ -220,11 +220,13 @@ def clip_scores(model, frames: torch.Tensor, chunk: int = 64, pool: str = "max")
     if isinstance(model, list):
         return torch.stack([clip_scores(m, frames, chunk, pool) for m in model]).mean(0)
     if getattr(model, "mirror", False):
-        model.mirror = False
-        try:
-            return 0.5 * (clip_scores(model, frames, chunk, pool) + clip_scores(model, frames.flip(-1), chunk, pool))
-        finally:
-            model.mirror = True
+        return 0.5 * (_one_locator_scores(model, frames, chunk, pool)
+                      + _one_locator_scores(model, frames.flip(-1), chunk, pool))
+    return _one_locator_scores(model, frames, chunk, pool)
+
+
+@torch.no_grad()
+def _one_locator_scores(model: Locator, frames: torch.Tensor, chunk: int, pool: str) -> torch.Tensor:
     x = frames if frames.dtype == torch.uint8 else (frames * 255).round().to(torch.uint8)
     pairs = context_frames(x, *getattr(model, "context", (0, 1)))
     if pool == "sum":
