@@ -296,59 +296,84 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--side-by-side", action="store_true",
                    help="train the VAE and CAVP stages at the same time, CAVP in a second process with its "
                         "own --threads (they are independent; on a 2-core machine with --threads 1 this saves "
-                        "the VAE's time). Same weights as one after the other; single-process runs only")
+                        "the VAE's time); with --presence-detector-steps and --presence-channel-train truth also "
+                        "the presence detector beside the flow stages, which never read it. Same weights as one "
+                        "after the other; single-process runs only")
 
 
 # --------------------------------------------------------------------------------------
 # entry points
 # --------------------------------------------------------------------------------------
 
-def _exit_with_parent(parent_pid: int, poll_s: float = 1.0) -> None:
+def _exit_with_parent(parent_pid: int, what: str, poll_s: float = 1.0) -> None:
     """Stop this process once the process that started it is gone (killed without the chance
     to stop its children, e.g. by SIGTERM or SIGKILL): an orphaned stage would go on using a
     core and writing checkpoints nobody waits for."""
     while True:
         time.sleep(poll_s)
         if os.getppid() != parent_pid:
-            log.error("the training process that started this CAVP stage (pid %d) is gone; stopping. "
-                      "Rerun the same command to resume from the last checkpoint.", parent_pid)
+            log.error("the training process that started this %s (pid %d) is gone; stopping. "
+                      "Rerun the same command to resume from the last checkpoint.", what, parent_pid)
             logging.shutdown()
             os._exit(1)
 
 
-def _cavp_stage_process(args: argparse.Namespace, parent_pid: int) -> None:
-    """Entry point of the side-by-side CAVP process (spawned: a fresh interpreter)."""
+def _side_process_main(job: str, args: argparse.Namespace, parent_pid: int) -> None:
+    """Entry point of a side-by-side process (spawned: a fresh interpreter). ``job``: ``cavp`` (the
+    CAVP stage) or ``detector`` (the presence detector's phases and thresholds, kept in the CAVP
+    stage's folder, that :meth:`Run.trained_cavp` trains once and the bundle then reads)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    threading.Thread(target=_exit_with_parent, args=(parent_pid,), name="parent-watch", daemon=True).start()
+    what = {"cavp": "CAVP stage", "detector": "presence detector"}[job]
+    threading.Thread(target=_exit_with_parent, args=(parent_pid, what), name="parent-watch", daemon=True).start()
     torch.set_num_threads(args.threads)
-    stage_cavp(Run(args), current_hparams(args)["cavp"])
+    r = Run(args)
+    if job == "cavp":
+        stage_cavp(r, current_hparams(args)["cavp"])
+    else:
+        r.trained_cavp()
 
 
-def _vae_and_cavp_side_by_side(r: Run, hps: dict) -> None:
-    """VAE here, CAVP in a spawned process; both read the clip cache the data step wrote.
-    Each stage seeds its own initialisation and batches, so the weights are those of a
-    sequential run. A failure of either stops both; a rerun resumes each from its checkpoint."""
+def _beside(r: Run, job: str, here, flag_hint: str) -> None:
+    """Run ``here()`` in this process while ``job`` (:func:`_side_process_main`) runs in a spawned one.
+    The two write different files and each seeds itself, so the weights are those of a sequential
+    run. A failure of either stops both; a rerun resumes each from its checkpoints."""
     import multiprocessing
 
-    if finished_stage(r, "cavp", hps["cavp"].steps) is not None:
-        stage_vae(r, hps["vae"])
-        stage_cavp(r, hps["cavp"])
-        return
-    child = multiprocessing.get_context("spawn").Process(target=_cavp_stage_process, args=(r.args, os.getpid()),
-                                                         name="cavp-stage")
+    child = multiprocessing.get_context("spawn").Process(target=_side_process_main, args=(job, r.args, os.getpid()),
+                                                         name=f"{job}-side")
     child.start()
-    log.info("CAVP stage runs side by side in process %d", child.pid)
+    what = {"cavp": "CAVP stage", "detector": "presence detector"}[job]
+    log.info("%s runs side by side in process %d", what, child.pid)
     try:
-        stage_vae(r, hps["vae"])
+        here()
         child.join()
     finally:
         if child.is_alive():
             child.terminate()
             child.join()
     if child.exitcode != 0:
-        raise SystemExit(f"the side-by-side CAVP stage failed (exit code {child.exitcode}; its error is in the "
-                         "log above); rerun the same command to resume it, or drop --side-by-side")
-    log.info("stage cavp finished side by side")
+        raise SystemExit(f"the side-by-side {what} failed (exit code {child.exitcode}; its error is in the "
+                         f"log above); rerun the same command to resume it, or {flag_hint}")
+    log.info("%s finished side by side", what)
+
+
+def _vae_and_cavp_side_by_side(r: Run, hps: dict) -> None:
+    """VAE here, CAVP in a spawned process; both read the clip cache the data step wrote."""
+    if finished_stage(r, "cavp", hps["cavp"].steps) is not None:
+        stage_vae(r, hps["vae"])
+        stage_cavp(r, hps["cavp"])
+        return
+    _beside(r, "cavp", lambda: stage_vae(r, hps["vae"]), "drop --side-by-side")
+
+
+def _detector_beside_flow_stages(r: Run) -> bool:
+    """With ``--side-by-side``, a presence detector and channels learned from the truth
+    (``--presence-channel-train truth``) the flow stages never read the detector (:meth:`Run.latents`
+    caches the CAVP's features alone), so the detector's phases train in a second process while the
+    flow stages run here: on a 2-core machine with ``--threads 1`` this saves the detector's time."""
+    a = r.args
+    return bool(a.side_by_side and not r.ctx.distributed and r.preset.cavp.presence_detector
+                and r.channels_from_truth)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -363,6 +388,8 @@ def run(args: argparse.Namespace) -> int:
     elif cmd == "reflow-data":
         result = stage_reflow_data(r)
     elif cmd == "bundle":
+        if r.preset.cavp.presence_channel:   # train (or find) the presence phases first: the provenance records them
+            r.trained_cavp()
         result = {"bundle": str(export_bundle(r, args.out, provenance_record(r, stage_summaries(r)), args.stage))}
     elif cmd == "default":
         hps = current_hparams(args)
@@ -381,11 +408,21 @@ def run(args: argparse.Namespace) -> int:
         else:
             timed("vae", lambda: stage_vae(r, hps["vae"]))
             timed("cavp", lambda: stage_cavp(r, hps["cavp"]))
-        timed("latents", lambda: r.latents())
-        timed("cfm", lambda: stage_cfm(r, hps["cfm"]))
-        timed("reflow-data", lambda: stage_reflow_data(r))
-        timed("reflow", lambda: pair_stage(r, "reflow", "cfm", hps["reflow"]))
-        timed("distill", lambda: pair_stage(r, "distill", "reflow", hps["distill"]))
+
+        def flow_stages():
+            timed("latents", lambda: r.latents())
+            timed("cfm", lambda: stage_cfm(r, hps["cfm"]))
+            timed("reflow-data", lambda: stage_reflow_data(r))
+            timed("reflow", lambda: pair_stage(r, "reflow", "cfm", hps["reflow"]))
+            timed("distill", lambda: pair_stage(r, "distill", "reflow", hps["distill"]))
+
+        if _detector_beside_flow_stages(r):
+            r.clip_onsets(r.windows("flow").clips)   # both processes read them: written once, before the split
+            timed("detector+flow", lambda: _beside(r, "detector", flow_stages, "drop --side-by-side"))
+        else:
+            if r.preset.cavp.presence_channel:   # the head's or detector's phases and thresholds, kept for the bundle
+                timed("presence", lambda: r.trained_cavp())
+            flow_stages()
         summaries = stage_summaries(r)
         summaries["wall_seconds_this_invocation"] = timings
         if r.ctx.is_main:

@@ -427,11 +427,39 @@ class Run:
                                "info": info}, path)
         return net, head, material_head
 
+    @property
+    def channels_from_truth(self) -> bool:
+        """``--presence-channel --presence-channel-train truth``: the flow stages read the world's truth in
+        the condition's channels, never the presence head's or detector's decision."""
+        return bool(self.preset.cavp.presence_channel
+                    and getattr(self.args, "presence_channel_train", "head") == "truth")
+
+    def feature_cavp(self):
+        """The CAVP stage's video branch alone (no presence head, detector or threshold): the feature
+        part of the generator's condition, (T, embed_dim) per clip. With :attr:`channels_from_truth` the
+        flow stages read only these features (their channels are the truth), so they do not wait for the
+        presence detector, which can train beside them (``frieren train default --side-by-side``)."""
+        import dataclasses
+
+        from frieren.models.cavp import CAVPVideoEncoder
+        plain = CAVPVideoEncoder(dataclasses.replace(self.preset.cavp, presence_channel=False,
+                                                     presence_detector=False, presence_edge=False))
+        weights = sub_state(self.final("cavp")["state"], "video.")
+        missing = sorted(set(plain.state_dict()) - set(weights))
+        if missing:
+            raise SystemExit(f"{self.stage_dir('cavp')}: the CAVP stage's weights lack {missing[:3]} of this run's video "
+                             f"branch; delete that stage's final.pt and train (or adopt) it again")
+        # an adopted bundle's extra heads (e.g. a material head) are not part of the features
+        plain.load_state_dict({k: weights[k] for k in plain.state_dict()})
+        return plain.eval()
+
     def latents(self):
         if self._latents is None:
             from frieren.training.data import build_latent_cache, state_fingerprint
             vae, scale = self.trained_vae()
-            cavp = self.trained_cavp()
+            truth = self.channels_from_truth
+            # With truth channels only the features are cached; the channels are the world's (below).
+            cavp = self.feature_cavp() if truth else self.trained_cavp()
             fp = state_fingerprint(vae.state_dict(), cavp.state_dict()) + f"-{scale:.6g}"
             w = self.windows("flow")
             cache = self.cache_dir("flow")
@@ -442,10 +470,11 @@ class Run:
             barrier(self.ctx)
             self._latents = build_latent_cache(w.clips, w.windows, cavp, vae, self.preset, cache,
                                                scale, fp, progress=False)
-            if self.preset.cavp.presence_channel and getattr(self.args, "presence_channel_train", "head") == "truth":
+            if truth:
+                extra = self.preset.cavp.condition_dim - self.preset.cavp.embed_dim
                 slots = self.slot_labels(w.clips) if self.preset.cavp.presence_slots > 1 else None
-                self._latents.feats = presence_truth(self._latents.feats, w.clips, slots,
-                                                     materials=self.preset.cavp.material_channel)
+                feats = [torch.cat([f, f.new_zeros(len(f), extra)], 1) for f in self._latents.feats]
+                self._latents.feats = presence_truth(feats, w.clips, slots, materials=self.preset.cavp.material_channel)
         return self._latents
 
     def flow_modules(self, init_from: Optional[str]):

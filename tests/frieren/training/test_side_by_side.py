@@ -132,3 +132,37 @@ def test_onset_weights_and_network_sizes_run_the_whole_recipe(tmp_path, tiny_rec
         train_cli.main(["bundle", *data, "--stage", "cfm", "--out", str(tmp_path / "x"), "--estimator-hidden", "64"])
     with pytest.raises(SystemExit, match="another --run-dir"):
         train_cli.main(["bundle", *data, "--stage", "cfm", "--out", str(tmp_path / "x"), "--cavp-depth", "26"])
+
+
+def test_the_presence_detector_trains_beside_the_flow_stages_with_the_sequential_weights(tmp_path, tiny_recipe_args,
+                                                                                        caplog):
+    """--side-by-side with a presence detector and truth channels: the detector trains in a second
+    process while the flow stages run (they cache the CAVP's features alone and read the world's truth
+    in the channels); detector, threshold, flow stages and bundle are those of the sequential run."""
+    import json
+    import logging
+
+    from frieren.checkpoints import load_bundle
+
+    detector = ("--presence-channel", "--presence-slots", "4", "--presence-detector-steps", "2",
+                "--presence-channel-train", "truth", "--presence-validation-clips", "1")
+    seq, par = tmp_path / "seq", tmp_path / "par"
+    assert train_cli.main(tiny_recipe_args(seq, tmp_path / "b_seq", *detector)) == 0
+    with caplog.at_level(logging.INFO, logger="frieren.train"):
+        assert train_cli.main(tiny_recipe_args(par, tmp_path / "b_par", "--side-by-side", *detector)) == 0
+    assert "presence detector runs side by side" in caplog.text
+    for stage in ("cfm", "reflow", "distill"):
+        a, b = _state(seq / stage / "final.pt"), _state(par / stage / "final.pt")
+        assert a.keys() == b.keys()
+        for k in a:
+            assert torch.equal(a[k], b[k]), f"{stage}: {k} differs"
+    kept = [torch.load(d / "cavp" / "presence_detector.pt", weights_only=True) for d in (seq, par)]
+    for k in kept[0]["net"]:
+        assert torch.equal(kept[0]["net"][k], kept[1]["net"][k]), f"detector: {k} differs"
+    thresholds = [json.loads((d / "cavp" / "presence_threshold.json").read_text()) for d in (seq, par)]
+    assert thresholds[0] == thresholds[1]
+    a, b = load_bundle(tmp_path / "b_seq")[0].state_dict(), load_bundle(tmp_path / "b_par")[0].state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # the flow stages' cache holds the CAVP's features alone: it does not depend on the detector
+    cached = torch.load(next((par / "cache" / "latents").glob("*.pt")), weights_only=True)["feats"]
+    assert cached.shape[1] == load_bundle(tmp_path / "b_par")[1].preset.cavp.embed_dim
