@@ -333,7 +333,7 @@ def _side_process_main(job: str, args: argparse.Namespace, parent_pid: int) -> N
         r.trained_cavp()
 
 
-def _beside(r: Run, job: str, here, flag_hint: str) -> None:
+def _beside(r: Run, job: str, here) -> None:
     """Run ``here()`` in this process while ``job`` (:func:`_side_process_main`) runs in a spawned one.
     The two write different files and each seeds itself, so the weights are those of a sequential
     run. A failure of either stops both; a rerun resumes each from its checkpoints."""
@@ -353,7 +353,7 @@ def _beside(r: Run, job: str, here, flag_hint: str) -> None:
             child.join()
     if child.exitcode != 0:
         raise SystemExit(f"the side-by-side {what} failed (exit code {child.exitcode}; its error is in the "
-                         f"log above); rerun the same command to resume it, or {flag_hint}")
+                         f"log above); rerun the same command to resume it, or drop --side-by-side")
     log.info("%s finished side by side", what)
 
 
@@ -363,7 +363,7 @@ def _vae_and_cavp_side_by_side(r: Run, hps: dict) -> None:
         stage_vae(r, hps["vae"])
         stage_cavp(r, hps["cavp"])
         return
-    _beside(r, "cavp", lambda: stage_vae(r, hps["vae"]), "drop --side-by-side")
+    _beside(r, "cavp", lambda: stage_vae(r, hps["vae"]))
 
 
 def _detector_beside_flow_stages(r: Run) -> bool:
@@ -418,7 +418,7 @@ def run(args: argparse.Namespace) -> int:
 
         if _detector_beside_flow_stages(r):
             r.clip_onsets(r.windows("flow").clips)   # both processes read them: written once, before the split
-            timed("detector+flow", lambda: _beside(r, "detector", flow_stages, "drop --side-by-side"))
+            timed("detector+flow", lambda: _beside(r, "detector", flow_stages))
         else:
             if r.preset.cavp.presence_channel:   # the head's or detector's phases and thresholds, kept for the bundle
                 timed("presence", lambda: r.trained_cavp())
