@@ -6,9 +6,9 @@
 # (--subframes 4): VAE and, at the same time in a second process, CAVP (contrastive +
 # per-frame audio-event head weighing its onset slots + struck-material head, channels-last
 # layout) -> CFM -> reflow pairs (25 Euler steps, CFG 4.5) -> reflow -> one-step distillation ->
-# bundle. All seeds are fixed and a rerun with the same thread count gives bit-identical weights
-# (also with --side-by-side: each stage seeds itself); an interrupted run resumes (finished stages
-# are skipped).
+# bundle. All seeds are fixed and a rerun with the same thread count on the same kind of CPU gives
+# bit-identical weights (also with --side-by-side, which also trains the presence detector beside the
+# flow stages: each stage seeds itself); an interrupted run resumes (finished stages are skipped).
 # The shipped model is v12 (2026-12-05): v11's recipe with the presence channel in four 32 ms slots per frame,
 # decided by a detector of its own (--presence-slots 4 --presence-detector-steps 6000, now in the command below).
 # It was made in two steps with v11's VAE and CAVP adopted from v11's bundle (--cavp-from is new at 69a85f7;
@@ -28,6 +28,13 @@
 # give v11's CAVP bit for bit on that day's CPU (AVX2; v11's was trained on an AVX-512 one), though the code and
 # flags give the same weights (a 30-step check against the code at a7d9d85) and its probes match v11's
 # (docs/eval/experiments/recipe_from_nothing/): weights are reproducible on one kind of CPU, not across kinds.
+# From nothing on an AVX-512 CPU, VAE included (2026-12-06, `RUN_DIR=runs/fresh_v12 ... --no-progress`, stopped once
+# after the CAVP and resumed; docs/eval/experiments/recipe_from_nothing/): v12's VAE and CAVP bit for bit, not its
+# detector or flow stages, which were trained on 2026-12-05's AVX2 CPU, so no single kind of CPU gives v12 bit for
+# bit. Its model scored F1 +-125 0.798, +-45 0.723, material 0.682, FD 2.43 (not shipped). 95 min: clips 2.2, VAE 32.9
+# beside the CAVP 63.9, onsets and latents 2.6, then (since 68fa3a5, --side-by-side) the presence detector 25.4 min
+# beside the flow stages 25.0 (CFM 11.8, pairs 2.6, reflow 5.8, distill 4.8); the part after the CAVP rerun from
+# that run's clips, VAE and CAVP gave the same detector and bundles byte for byte (31.3 min).
 # The earlier shipped model, v11 (2026-12-05): v10's recipe with the CAVP presence head and the generator's
 # presence channel (--cavp-presence-weight 1 --presence-channel --presence-channel-train truth, now in the
 # command below). Its CAVP was trained by this script at commit a7d9d85 plus --cavp-presence-weight 1
