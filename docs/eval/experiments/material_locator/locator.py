@@ -116,17 +116,32 @@ def load_training(caches: Sequence[str], materials: Sequence[str], grid: int, ra
             d = torch.load(path, map_location="cpu", weights_only=False)
             seed = int(d["key"].rsplit("_", 1)[1])
             n = d["frames"].shape[0]
-            if str(seed) not in known:
-                known[str(seed)] = [(e.sample, e.material, e.position[0], e.position[1])
+            if str(seed) not in known or any(len(e) < 5 for e in known[str(seed)]):   # older memos lack the source
+                known[str(seed)] = [(e.sample, e.material, e.position[0], e.position[1], e.source)
                                     for e in impact_events(seed, scene)]
-            hits = [(sample // spf, list(materials).index(m), x, y) for sample, m, x, y in known[str(seed)]
+            hits = [(sample // spf, list(materials).index(m), x, y) for sample, m, x, y, _ in known[str(seed)]
                     if m in materials]
-            clips.append((d["frames"], cell_targets(hits, n, grid, len(materials), radius),
-                          d["frame_material"]))
+            struck = {}                                     # frame -> what its impacts struck
+            for sample, m, _, _, source in known[str(seed)]:
+                if m in materials and sample // spf < n:
+                    struck.setdefault(sample // spf, set()).add(source)
+            clips.append((d["frames"], cell_targets(hits, n, grid, len(materials), radius), struck))
         tmp = memo.with_suffix(".json.tmp")                 # whole or not at all: a later run parses it
         tmp.write_text(json.dumps(known))
         tmp.replace(memo)
     return clips
+
+
+def parse_source_mix(text: str) -> dict:
+    """"floor=1,wall=1,object=1" -> {"floor": 1.0, ...}: the ratio in which impact frames are drawn by
+    what was struck ("" -> {}: impact frames drawn uniformly, as the world makes them)."""
+    mix = {}
+    for part in filter(None, (text or "").split(",")):
+        name, _, w = part.partition("=")
+        if name not in ("floor", "wall", "object") or not w:
+            raise SystemExit(f"--source-mix takes floor=W,wall=W,object=W, got {part!r}")
+        mix[name] = float(w)
+    return mix
 
 
 def train(args) -> int:
@@ -148,6 +163,17 @@ def train(args) -> int:
     index_hit = [(ci, f) for ci, (_, t, _) in enumerate(clips) for f in range(t.shape[0])
                  if bool((t[f] < len(materials)).any())]
     log.info("%d clips, %d frames, %d with an impact", len(clips), len(index_all), len(index_hit))
+    mix = parse_source_mix(args.source_mix)
+    by_struck = {s: [(ci, f) for ci, (_, _, struck) in enumerate(clips) for f, kinds in struck.items() if s in kinds]
+                 for s in mix}
+    for s, pool in by_struck.items():
+        if not pool:
+            raise SystemExit(f"--source-mix names {s!r} but no training frame holds an impact on it")
+    if mix:
+        log.info("impact frames by what was struck: %s; drawn in the ratio %s",
+                 {s: len(p) for s, p in by_struck.items()}, mix)
+    mix_names = list(mix)
+    mix_weights = torch.tensor([mix[s] for s in mix_names], dtype=torch.float)
     torch.manual_seed(args.seed)
     model = Locator((args.before + 1 + args.after) * c, len(materials) + 1, args.width)
     opt = torch.optim.AdamW(model.parameters(), args.lr, weight_decay=1e-4)
@@ -166,6 +192,8 @@ def train(args) -> int:
         xs, ts = [], []
         for b in range(args.batch):
             pool = index_hit if b % 2 == 0 or args.hit_only else index_all
+            if mix and pool is index_hit:                      # impact frames drawn by what was struck
+                pool = by_struck[mix_names[int(torch.multinomial(mix_weights, 1, generator=gen))]]
             ci, f = pool[int(torch.randint(len(pool), (1,), generator=gen))]
             frames, targets, _ = clips[ci]
             lo, hi = max(0, f - args.before), min(frames.shape[0], f + args.after + 1)
@@ -192,7 +220,7 @@ def train(args) -> int:
     atomic_torch_save({"model": model.state_dict(), "before": args.before, "after": args.after,
                        "in_channels": (args.before + 1 + args.after) * c, "classes": len(materials) + 1,
                        "width": args.width, "materials": list(materials), "radius": args.radius,
-                       "steps": args.steps}, args.out)
+                       "steps": args.steps, "source_mix": mix}, args.out)
     log.info("wrote %s", args.out)
     return 0
 
@@ -325,6 +353,8 @@ def main(argv=None) -> int:
     t.add_argument("--before", type=int, default=0, help="frames before f the locator reads (default 0)")
     t.add_argument("--after", type=int, default=1, help="frames after f the locator reads (default 1)")
     t.add_argument("--hit-only", action="store_true", help="train on frames where an impact starts only")
+    t.add_argument("--source-mix", default="", help="draw impact frames by what was struck in this ratio, "
+                   "for example floor=1,wall=1,object=1 (default: as the world makes them)")
     t.add_argument("--threads", type=int, default=1)
     s = sub.add_parser("score")
     s.add_argument("locator")
