@@ -140,7 +140,14 @@ def parse_source_mix(text: str) -> dict:
         name, _, w = part.partition("=")
         if name not in ("floor", "wall", "object") or not w:
             raise SystemExit(f"--source-mix takes floor=W,wall=W,object=W, got {part!r}")
-        mix[name] = float(w)
+        try:
+            mix[name] = float(w)
+        except ValueError:
+            raise SystemExit(f"--source-mix weights are numbers, got {part!r}") from None
+        if mix[name] < 0:
+            raise SystemExit(f"--source-mix weights cannot be negative, got {part!r}")
+    if mix and sum(mix.values()) <= 0:
+        raise SystemExit(f"--source-mix needs at least one positive weight, got {text!r}")
     return mix
 
 
