@@ -113,12 +113,12 @@ def unit_frames(frames: Tensor, channels_last: bool = False) -> Tensor:
     gradient) of a contiguous window.
     """
     if not channels_last:
-        return frames.float() / 255.0
-    b, f, c, h, w = frames.shape
-    out = torch.empty((b, c, f, h, w), dtype=torch.float32, device=frames.device,
-                      memory_format=torch.channels_last_3d)
-    out.copy_(frames.permute(0, 2, 1, 3, 4)).div_(255.0)
-    return out.permute(0, 2, 1, 3, 4)
+        return frames.contiguous().float() / 255.0
+    # (B, F, H, W, C): transposed as uint8 (a quarter of the bytes of a float transposition; free
+    # when the frames come from FrameAugment, which gathers them in this layout), then converted
+    # in one contiguous pass.
+    pixels = frames.permute(0, 1, 3, 4, 2).contiguous()
+    return pixels.float().div_(255.0).permute(0, 1, 4, 2, 3)
 
 
 def contrastive_loss(a: Tensor, b: Tensor, logit_scale: Tensor) -> Tensor:

@@ -56,6 +56,23 @@ def test_same_generator_state_gives_the_same_windows_and_flips_about_half():
     assert 60 < n < 140
 
 
+def test_geometry_comes_out_channels_innermost_and_converts_to_float_exactly():
+    """The geometry parts gather whole pixels into a (B, F, H, W, C) buffer: the layout the
+    channels-last CAVP reads, so unit_frames converts it without a transposition, to exactly the
+    values of converting the usual layout."""
+    from frieren.training.objectives import unit_frames
+    x = torch.randint(0, 256, (5, 4, 12, 16, 16), generator=_gen(7), dtype=torch.uint8)
+    y = FrameAugment(flip=0.5, shift=3, zoom=0.2)(x, _gen(2))
+    assert y.shape == x.shape and y.permute(0, 1, 3, 4, 2).is_contiguous()
+    ref = y.contiguous()
+    for channels_last in (False, True):
+        unit = unit_frames(y, channels_last=channels_last)
+        assert torch.equal(unit, ref.float() / 255.0)
+    assert unit_frames(y, channels_last=False).is_contiguous()
+    assert unit_frames(y, channels_last=True).permute(0, 2, 1, 3, 4).is_contiguous(
+        memory_format=torch.channels_last_3d)
+
+
 @pytest.mark.parametrize("kwargs, match", [({"flip": 1.5}, "flip probability"), ({"shift": -1}, "shift"),
                                            ({"zoom": 1.0}, "zoom"), ({"brightness": -0.1}, "brightness"),
                                            ({"contrast": 1.0}, "contrast"), ({"color": 2.0}, "color"),
