@@ -7,11 +7,14 @@ exceeds ``--threshold``, else none (``--rule locator``). ``--rule either``: name
 bundle's material head says an impact starts or a presence slot fires, the most likely material of
 the head and the locator together (the sum of their log-probabilities). ``--rule joint``: where the
 locator's best cell exceeds ``--threshold`` or a slot fires or the head says an impact starts, that
-most likely material of the two together. ``--nms``: the locator's decision only where its best
+most likely material of the two together. ``--rule gated``: the locator's material where its best
+cell exceeds ``--threshold`` and one of the bundle's presence slots fires in that frame, or within
+``--gate-reach`` frames of it (no material on frames the generator's own presence channel keeps
+quiet). ``--nms``: the locator's decision only where its best
 cell's probability is the largest of the frame and its two neighbours (one frame per impact).
 
     python docs/eval/experiments/material_locator/locator_eval.py runs/loc/loc_a.pt [--threshold 0.5] \
-        [--rule locator|either|joint] -- --teacher '' --reflow '' --distilled runs/v13mc6_bundle --clips 64 \
+        [--rule locator|either|joint|gated] -- --teacher '' --reflow '' --distilled runs/v13mc6_bundle --clips 64 \
         --classifier-clips 80 --fd logmel --no-plot --no-vocoder-row --threads 1 --out runs/loc_eval
 """
 import argparse
@@ -34,7 +37,9 @@ def main(argv):
     p.add_argument("locator")
     p.add_argument("--threshold", type=float, default=0.5)
     p.add_argument("--nms", action="store_true")
-    p.add_argument("--rule", choices=("locator", "either", "joint"), default="locator")
+    p.add_argument("--gate-reach", type=int, default=0, metavar="K",
+                   help="--rule gated: a slot firing up to K frames before or after also opens the frame")
+    p.add_argument("--rule", choices=("locator", "either", "joint", "gated"), default="locator")
     args = p.parse_args(argv[:split])
     model = load_locator(args.locator)
     own = CAVPVideoEncoder.extract_condition
@@ -60,6 +65,12 @@ def main(argv):
         else:
             best = scores.argmax(-1)
             on = scores.amax(-1) > args.threshold
+            if args.rule == "gated":
+                fires = (cond[:, -m - self.cfg.presence_slots:-m].amax(-1) > 0.5).float()
+                k = args.gate_reach
+                if k > 0:                                   # open the K frames either side too
+                    fires = F.max_pool1d(fires[None, None], 2 * k + 1, stride=1, padding=k)[0, 0]
+                on = on & (fires > 0)
         said = F.one_hot(best, m).to(cond) * on[:, None].to(cond)
         return torch.cat([cond[:, :-m], said], dim=-1)
 
