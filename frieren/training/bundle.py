@@ -64,6 +64,10 @@ def provenance_record(run: Run, results: dict) -> dict:
         "data": run.data_record(), "seed": run.args.seed, "stages": results,
         "hparams": {k: dataclasses.asdict(v) for k, v in current_hparams(run.args).items()},
         "torch": torch.__version__, "python": platform.python_version(),
+        # torch's vector kernels in the process that trained the later stages: weights repeat bit for bit
+        # only with the same kernels (scripts/train_default.sh sets them for the stages after the CAVP)
+        "cpu_kernels": {"torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                        **{k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA") if k in os.environ}},
         "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "notes": "tiny preset trained from scratch on the synthetic Foley world; one-step distilled, "
                  "use CFG 4.5 and 1 Euler step; vocoder Griffin-Lim",

@@ -166,3 +166,26 @@ def test_the_presence_detector_trains_beside_the_flow_stages_with_the_sequential
     # the flow stages' cache holds the CAVP's features alone: it does not depend on the detector
     cached = torch.load(next((par / "cache" / "latents").glob("*.pt")), weights_only=True)["feats"]
     assert cached.shape[1] == load_bundle(tmp_path / "b_par")[1].preset.cavp.embed_dim
+
+
+def test_stop_after_the_cavp_then_resuming_gives_the_one_go_weights(tmp_path, tiny_recipe_args, caplog):
+    """--stop-after vae+cavp (scripts/train_default.sh runs the later stages in a second process with
+    other CPU kernels): it stops with the VAE and CAVP trained and nothing after them; the same
+    command without it goes on and writes the bundle of a run made in one go."""
+    import logging
+
+    from frieren.checkpoints import load_bundle
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert train_cli.main(tiny_recipe_args(one, tmp_path / "b_one")) == 0
+    with caplog.at_level(logging.INFO, logger="frieren.train"):
+        assert train_cli.main(tiny_recipe_args(two, tmp_path / "b_two", "--stop-after", "vae+cavp")) == 0
+    assert "stopped after vae+cavp" in caplog.text
+    assert (two / "vae" / "final.pt").is_file() and (two / "cavp" / "final.pt").is_file()
+    assert not (two / "cfm").exists() and not (tmp_path / "b_two").exists()
+    assert train_cli.main(tiny_recipe_args(two, tmp_path / "b_two")) == 0
+    a, b = load_bundle(tmp_path / "b_one")[0].state_dict(), load_bundle(tmp_path / "b_two")[0].state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # the bundle records the vector kernels its later stages ran with
+    kernels = load_bundle(tmp_path / "b_two")[1].provenance["cpu_kernels"]
+    assert kernels["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
