@@ -9,7 +9,16 @@
 # bundle. All seeds are fixed and a rerun with the same thread count on the same kind of CPU gives
 # bit-identical weights (also with --side-by-side, which also trains the presence detector beside the
 # flow stages: each stage seeds itself); an interrupted run resumes (finished stages are skipped).
-# The shipped model is v12 (2026-12-05): v11's recipe with the presence channel in four 32 ms slots per frame,
+# The shipped model is v12r (2026-12-06): v12 (below) with the stages after its CAVP retrained by this script as it
+# now stands, with torch's AVX2 kernels (the second train_cli call below) on an AVX-512 CPU: `RUN_DIR=runs/emu_v12
+# OUT=runs/emu_v12_bundle bash scripts/train_default.sh --no-progress` on the clips, VAE and CAVP of the run from
+# nothing below (hard links), with the kernels then set on the command line (33.5 min: onsets and latents 2.8, the
+# detector 30.5 beside the flow stages 30.0: CFM 13.6, pairs 3.9, reflow 7.1, distill 5.4). Its detector is v12's
+# bit for bit, its flow stages not; rerun by this script on a fresh copy of those stages (runs/emu_check) it gave the
+# same bundles and detector byte for byte, so on an AVX-512 CPU this script regenerates the shipped model from
+# nothing (docs/eval/experiments/recipe_from_nothing/). It scores as v12 on the same CPU (F1 +-125 0.809 vs 0.810,
+# material 0.684 vs 0.688). Its run from nothing in one go has not been timed: about 100 min from its parts.
+# v12 (2026-12-05): v11's recipe with the presence channel in four 32 ms slots per frame,
 # decided by a detector of its own (--presence-slots 4 --presence-detector-steps 6000, now in the command below).
 # It was made in two steps with v11's VAE and CAVP adopted from v11's bundle (--cavp-from is new at 69a85f7;
 # v11's VAE and CAVP are what this script's VAE and CAVP stages gave for v11, below, and the new flags act only
@@ -167,19 +176,27 @@ THREADS=${FRIEREN_TRAIN_THREADS:-1}
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 export OMP_NUM_THREADS=$THREADS
 export FRIEREN_TRAIN_SCRIPT=scripts/train_default.sh
-.venv/bin/python -m frieren.train_cli default \
-    --run-dir "$RUN_DIR" --out "$OUT" --preset tiny --subframes 4 --seed 0 --threads "$THREADS" \
-    --synthetic "$CLIPS" --synthetic-seed 1000 --clip-seconds 8 --window-stride 2 --data-workers 2 \
-    --vae-steps 12000 --vae-batch-size 16 \
-    --cavp-steps 8000 --cavp-batch-size 16 --cavp-event-weight 1.0 --cavp-event-slots 4 --cavp-event-flux-bands 20 \
-    --cavp-onset-weight 2 --cavp-onset-log --cavp-material-weight 1.0 --cavp-channels-last \
-    --cavp-flip 0.5 --cavp-shift 4 --cavp-presence-weight 1 --presence-channel --presence-channel-train truth \
-    --presence-slots 4 --presence-detector-steps 6000 \
-    --cfm-steps 4000 --cfm-batch-size 32 --cfm-onset-weight 12 \
-    --reflow-pairs 1536 --teacher-steps 25 --cfg-scale 4.5 \
-    --reflow-steps 1000 --reflow-batch-size 32 \
-    --distill-steps 800 --distill-batch-size 32 \
-    --weight-floor 0.05 --max-minutes 90 --side-by-side "$@"
+RECIPE=(--run-dir "$RUN_DIR" --out "$OUT" --preset tiny --subframes 4 --seed 0 --threads "$THREADS"
+    --synthetic "$CLIPS" --synthetic-seed 1000 --clip-seconds 8 --window-stride 2 --data-workers 2
+    --vae-steps 12000 --vae-batch-size 16
+    --cavp-steps 8000 --cavp-batch-size 16 --cavp-event-weight 1.0 --cavp-event-slots 4 --cavp-event-flux-bands 20
+    --cavp-onset-weight 2 --cavp-onset-log --cavp-material-weight 1.0 --cavp-channels-last
+    --cavp-flip 0.5 --cavp-shift 4 --cavp-presence-weight 1 --presence-channel --presence-channel-train truth
+    --presence-slots 4 --presence-detector-steps 6000
+    --cfm-steps 4000 --cfm-batch-size 32 --cfm-onset-weight 12
+    --reflow-pairs 1536 --teacher-steps 25 --cfg-scale 4.5
+    --reflow-steps 1000 --reflow-batch-size 32
+    --distill-steps 800 --distill-batch-size 32
+    --weight-floor 0.05 --max-minutes 90 --side-by-side)
+# Clips, VAE and CAVP with torch's own kernels for this CPU (the shipped VAE and CAVP were trained with
+# AVX-512 ones), then everything after the CAVP in a second process with its AVX2 kernels
+# (FRIEREN_LATER_STAGE_KERNELS=native keeps the CPU's own): the shipped model's later stages were
+# trained so, and on an AVX-512 CPU these settings gave v12's presence detector bit for bit.
+.venv/bin/python -m frieren.train_cli default "${RECIPE[@]}" --stop-after vae+cavp "$@"
+if [ "${FRIEREN_LATER_STAGE_KERNELS:-avx2}" = avx2 ]; then
+  export ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2
+fi
+.venv/bin/python -m frieren.train_cli default "${RECIPE[@]}" "$@"
 # The teacher and reflow stages as bundles too, for `frieren eval` (its defaults point here).
 for stage in cfm reflow; do
   .venv/bin/python -m frieren.train_cli bundle --run-dir "$RUN_DIR" --preset tiny --subframes 4 --threads "$THREADS" \
