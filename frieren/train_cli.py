@@ -299,7 +299,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "the VAE's time); with --presence-detector-steps and --presence-channel-train truth also "
                         "the presence detector beside the flow stages, which never read it. Same weights as one "
                         "after the other; single-process runs only")
-    p.add_argument("--stop-after", choices=("data", "vae+cavp"),
+    p.add_argument("--stop-after", choices=("vae+cavp",),
                    help="stop once this stage is done, without a bundle; the same command without it resumes "
                         "from there (scripts/train_default.sh runs the later stages in a second process with "
                         "other CPU kernels)")
@@ -408,12 +408,11 @@ def run(args: argparse.Namespace) -> int:
 
         stop_after = getattr(args, "stop_after", None)
         timed("data", lambda: (r.windows(), r.windows("flow")))
-        if stop_after != "data":
-            if args.side_by_side and not r.ctx.distributed:
-                timed("vae+cavp", lambda: _vae_and_cavp_side_by_side(r, hps))
-            else:
-                timed("vae", lambda: stage_vae(r, hps["vae"]))
-                timed("cavp", lambda: stage_cavp(r, hps["cavp"]))
+        if args.side_by_side and not r.ctx.distributed:
+            timed("vae+cavp", lambda: _vae_and_cavp_side_by_side(r, hps))
+        else:
+            timed("vae", lambda: stage_vae(r, hps["vae"]))
+            timed("cavp", lambda: stage_cavp(r, hps["cavp"]))
         if stop_after:
             log.info("stopped after %s as asked (--stop-after); the same command without it goes on from here",
                      stop_after)

@@ -108,9 +108,9 @@ def unit_frames(frames: Tensor, channels_last: bool = False) -> Tensor:
 
     ``channels_last``: the result is a (B, F, C, H, W) view of a channels-last 3-D (B, C, F, H, W)
     tensor, the layout a channels-last video branch's convolutions read after their
-    (B, C, T, H, W) permute, so its first convolution takes it as it is: on the CPU one strided
-    conversion per step instead of the conversion plus two layout copies (forward and weight
-    gradient) of a contiguous window.
+    (B, C, T, H, W) permute, so its first convolution takes it as it is: no layout copies (forward
+    and weight gradient) of a contiguous float window. Without ``channels_last`` the result is
+    contiguous whatever the input's layout.
     """
     if not channels_last:
         return frames.contiguous().float() / 255.0
