@@ -41,6 +41,8 @@ def main(argv):
                    help="--rule gated: a slot firing up to K frames before or after also opens the frame")
     p.add_argument("--rule", choices=("locator", "either", "joint", "gated"), default="locator")
     args = p.parse_args(argv[:split])
+    if args.gate_reach < 0 or (args.gate_reach and args.rule != "gated"):
+        p.error("--gate-reach K takes K >= 0 frames and acts only with --rule gated")
     model = load_locator(args.locator)
     own = CAVPVideoEncoder.extract_condition
 
