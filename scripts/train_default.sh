@@ -152,6 +152,10 @@
 #   0.310; with --seed 1 after the CAVP 0.712, 0.790, 0.684, 2.47, 0.309 (detector at 3000 steps: 0.709, 0.797,
 #   0.678, 2.47, 0.309; seed 1 0.713, 0.795, 0.700, 2.59, 0.310). Streaming: CAVP RTF 0.178 -> 0.358, glass-to-ear p50 102 -> 124 ms.
 #   docs/eval/experiments/presence_slots/.
+# * CAVP 8000 steps, not the 5000 that fit the hour (2026-12-06): the script with --cavp-steps 5000 ran from nothing
+#   in 66.1 min on an AVX-512 CPU, but its model scored material 0.579 (8000 steps, same VAE: 0.682), FD 3.91 (2.43),
+#   F1 +-125 0.790 (0.798); resumed to 12000 steps the same CAVP gave 0.694, 3.05, 0.803, so 8000 is where more CAVP
+#   steps stop paying. docs/eval/experiments/cavp_length/.
 # Distilled 1-step model, v2 -> v3 -> v4 -> v5 -> v6 -> v7 -> v8 -> v9 -> v10 -> v11 -> v12 (`frieren eval`, 64
 # held-out clips, full tables; v10's to v12's from 1-thread evals): onset F1 +-125 ms 0.631 -> 0.656 -> 0.678 ->
 # 0.676 -> 0.700 -> 0.700 -> 0.715 -> 0.725 -> 0.746 -> 0.756 -> 0.806, +-45 ms 0.498 -> 0.526 -> 0.560 -> 0.540 ->
