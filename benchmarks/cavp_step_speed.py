@@ -7,7 +7,9 @@ material head) on random frames and mels: forward, backward and an AdamW step, f
 * input ``float`` (frames converted to float on the host, then moved) or ``uint8`` (moved as
   uint8 and converted on the device, what ``stage_cavp`` now does);
 * ``--depths``: the video branch's ResNet depth (``frieren train --cavp-depth``; default the
-  preset's, 50 for tiny).
+  preset's, 50 for tiny);
+* ``--precisions``: ``fp32`` or ``bf16`` (the forward pass under bfloat16 autocast, ``frieren train
+  --bf16 cavp``; native only on CPUs with AVX512_BF16 or AMX).
 
 Timings are noisy on shared machines: compare the variants of one run as ratios; each variant
 is timed in ``--rounds`` interleaved rounds and its median reported.
@@ -15,6 +17,7 @@ is timed in ``--rounds`` interleaved rounds and its median reported.
     python benchmarks/cavp_step_speed.py                         # CPU, batch 16, 1 thread
     python benchmarks/cavp_step_speed.py --device cuda --batch 64 --out cavp_speed.json
     python benchmarks/cavp_step_speed.py --subframes 4 --inputs uint8 --layouts channels_last --depths 50,26,14
+    python benchmarks/cavp_step_speed.py --subframes 4 --material --inputs uint8 --layouts channels_last --precisions fp32,bf16
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ from frieren.config import Preset, get_preset, with_subframes
 from frieren.machine import machine_description
 from frieren.models.cavp import CAVPVideoEncoder
 from frieren.synth import SceneConfig
+from frieren.training.precision import autocast, cpu_has_bf16
 from frieren.training.cavp_audio import MelAudioEncoder
 from frieren.training.objectives import CAVPObjective
 
@@ -94,6 +98,7 @@ def main(argv=None) -> int:
     ap.add_argument("--layouts", default="default,channels_last")
     ap.add_argument("--inputs", default="float,uint8")
     ap.add_argument("--depths", help="comma-separated CAVP ResNet depths (default: the preset's)")
+    ap.add_argument("--precisions", default="fp32", help="comma-separated: fp32, bf16 (autocast)")
     ap.add_argument("--out", help="JSON file for the results")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -106,37 +111,42 @@ def main(argv=None) -> int:
     gen = torch.Generator().manual_seed(0)
     batches = [host_batch(preset, a.batch, a.frames, a.material, gen) for _ in range(2)]
     depths = [int(d) for d in a.depths.split(",")] if a.depths else [preset.cavp.depth]
-    variants = [(d, lay, form) for d in depths for lay in a.layouts.split(",") for form in a.inputs.split(",")]
+    precisions = a.precisions.split(",")
+    if set(precisions) - {"fp32", "bf16"}:
+        raise SystemExit(f"--precisions: fp32 and/or bf16, got {a.precisions!r}")
+    variants = [(d, lay, form, prec) for d in depths for lay in a.layouts.split(",") for form in a.inputs.split(",")
+                for prec in precisions]
     models = {(d, lay): build(dataclasses.replace(preset, cavp=dataclasses.replace(preset.cavp, depth=d)),
                               lay, a.material, dev)
               for d in depths for lay in a.layouts.split(",")}
     times = {v: [] for v in variants}
     for r in range(a.rounds + 1):               # round 0 is the warm-up
-        for d, lay, form in variants:
+        for d, lay, form, prec in variants:
             obj, opt = models[(d, lay)]
             n = a.warmup if r == 0 else a.steps
             _sync(dev)
             t0 = time.perf_counter()
             for i in range(n):
-                out = obj(to_device(batches[i % 2], form, dev))
+                with autocast(prec == "bf16", dev):
+                    out = obj(to_device(batches[i % 2], form, dev))
                 opt.zero_grad(set_to_none=True)
                 out["loss"].backward()
                 opt.step()
             _sync(dev)
             if r:
-                times[(d, lay, form)].append((time.perf_counter() - t0) / n * 1e3)
+                times[(d, lay, form, prec)].append((time.perf_counter() - t0) / n * 1e3)
     base = statistics.median(times[variants[0]])
     rows = []
     for v in variants:
         ms = statistics.median(times[v])
         video_params = sum(p.numel() for p in models[v[:2]][0].video.parameters())
-        rows.append({"depth": v[0], "layout": v[1], "input": v[2], "video_params": video_params,
+        rows.append({"depth": v[0], "layout": v[1], "input": v[2], "precision": v[3], "video_params": video_params,
                      "ms_per_step": round(ms, 2), "speedup_vs_first": round(base / ms, 3),
                      "rounds_ms": [round(t, 2) for t in times[v]]})
-        log.info("depth %-3d %-14s %-6s %8.1f ms/step  x%.2f", v[0], v[1], v[2], ms, base / ms)
+        log.info("depth %-3d %-14s %-6s %-5s %8.1f ms/step  x%.2f", v[0], v[1], v[2], v[3], ms, base / ms)
     result = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
               "torch": torch.__version__, "batch": a.batch, "frames": a.frames, "subframes": a.subframes,
-              "threads": a.threads,
+              "threads": a.threads, "cpu_native_bf16": cpu_has_bf16(),
               "material_head": a.material, "environment": machine_description(), "rows": rows}
     if a.out:
         Path(a.out).write_text(json.dumps(result, indent=2))

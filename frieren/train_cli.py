@@ -52,6 +52,7 @@ import torch
 from frieren.models.cavp import CAVP_DEPTHS
 from frieren.training.bundle import BUNDLE_STEPS, export_bundle, provenance_record, stage_summaries
 from frieren.training.hparams import DEFAULTS, current_hparams, hp_from_args
+from frieren.training.precision import check_bf16
 from frieren.training.run import Run
 from frieren.training.stages import (finished_stage, pair_stage, stage_cavp, stage_cfm, stage_reflow_data,
                                      stage_vae)
@@ -96,6 +97,14 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="with --presence-detector-steps: turn each training window a quarter (either way) with "
                         "probability P, so that floor bounces also show as sideways (wall) ones, which the detector "
                         "finds least; 0 (default): mirrored only")
+    p.add_argument("--presence-detector-channels-last", action="store_true",
+                   help="with --presence-detector-steps: fine-tune the detector in channels-last memory layout, as "
+                        "--cavp-channels-last does the CAVP (same maths, cheaper CPU steps, other last bits)")
+    p.add_argument("--bf16", default="", metavar="PARTS",
+                   help="train these parts' forward passes under bfloat16 autocast (weights and optimiser stay "
+                        "float32), comma-separated from cavp, detector, cfm, pairs (the teacher's reflow pairs), "
+                        "reflow, distill; cheaper steps on CPUs with AVX512_BF16 or AMX (refused on a CPU without them, "
+                        "where bfloat16 is emulated and many times slower). Default: none (float32 throughout)")
     p.add_argument("--presence-edge-steps", type=int, default=0, metavar="N",
                    help="with --presence-detector-steps: then fine-tune the detector N more steps with the loss of each "
                         "window's newest frame added (--presence-edge-weight), the frame a stream without look-ahead "
@@ -383,6 +392,10 @@ def _detector_beside_flow_stages(r: Run) -> bool:
 def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     r = Run(args)
+    try:
+        check_bf16(r.bf16_parts, r.ctx.device)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
     cmd = args.train_command
     t0 = time.perf_counter()
     if cmd in ("vae", "cavp", "cfm", "reflow", "distill"):

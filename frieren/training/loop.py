@@ -7,6 +7,7 @@ function* ``batches(step, generator) -> batch``. The trainer owns everything els
 * AdamW (PyTorch defaults, weight decay 0.01 as the reference) over the parameters that
   require grad; LambdaLR linear warm-up from ``warmup_start``x to 1x, then constant
   (FRIEREN_SPEC §5.1);
+* optional bfloat16 autocast of the forward pass (``bf16``; weights and optimiser stay float32);
 * optional gradient clipping and an EMA of the whole state (parameters averaged,
   buffers copied), exported at the end when enabled;
 * randomness derived from ``(seed, step, rank)``: each step builds its own generator, so a
@@ -33,6 +34,7 @@ from torch import nn
 
 from frieren.training.atomic_io import atomic_torch_save
 from frieren.training.ddp import DistContext, all_reduce_mean, barrier, wrap
+from frieren.training.precision import autocast
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,7 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 0
     max_seconds: Optional[float] = None  # safety budget: stop (and save) once exceeded
+    bf16: bool = False                # forward pass under bfloat16 autocast (frieren.training.precision)
 
 
 @dataclass(frozen=True)
@@ -223,7 +226,8 @@ class Trainer:
         gen = step_generator(cfg.seed, self.step, self.ctx.rank)
         batch = self.batches(self.step, gen)
         self.model.train()
-        losses = self.model(batch, gen)
+        with autocast(cfg.bf16, self.ctx.device):
+            losses = self.model(batch, gen)
         loss = losses["loss"]
         if not torch.isfinite(loss):
             raise FloatingPointError(f"{self.name}: loss is {loss.item()} at step {self.step}; "

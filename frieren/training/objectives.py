@@ -103,8 +103,10 @@ class VAEObjective(nn.Module):
 # CAVP (Diff-Foley contrastive audio-visual pre-training, small scale)
 # --------------------------------------------------------------------------------------
 
-def unit_frames(frames: Tensor, channels_last: bool = False) -> Tensor:
-    """uint8 frames (B, F, C, H, W) -> float32 in [0, 1], the same values as ``frames.float() / 255``.
+def unit_frames(frames: Tensor, channels_last: bool = False, dtype: torch.dtype = torch.float32) -> Tensor:
+    """uint8 frames (B, F, C, H, W) -> ``dtype`` (float32 by default) in [0, 1], the same values as
+    ``frames.to(dtype) / 255`` (bfloat16 under bfloat16 autocast: the first convolution would cast a float32
+    window anyway, and 0..255 are exact in bfloat16).
 
     ``channels_last``: the result is a (B, F, C, H, W) view of a channels-last 3-D (B, C, F, H, W)
     tensor, the layout a channels-last video branch's convolutions read after their
@@ -113,12 +115,12 @@ def unit_frames(frames: Tensor, channels_last: bool = False) -> Tensor:
     contiguous whatever the input's layout.
     """
     if not channels_last:
-        return frames.contiguous().float() / 255.0
+        return frames.contiguous().to(dtype) / 255.0
     # (B, F, H, W, C): transposed as uint8 (a quarter of the bytes of a float transposition; free
     # when the frames come from FrameAugment, which gathers them in this layout), then converted
     # in one contiguous pass.
     pixels = frames.permute(0, 1, 3, 4, 2).contiguous()
-    return pixels.float().div_(255.0).permute(0, 1, 4, 2, 3)
+    return pixels.to(dtype).div_(255.0).permute(0, 1, 4, 2, 3)
 
 
 def contrastive_loss(a: Tensor, b: Tensor, logit_scale: Tensor) -> Tensor:
@@ -247,8 +249,10 @@ class CAVPObjective(nn.Module):
     def forward(self, batch, gen: Optional[torch.Generator] = None) -> Losses:
         frames, mel = batch[:2]
         if frames.dtype == torch.uint8:
+            kind = frames.device.type
+            dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else torch.float32
             frames = unit_frames(frames, channels_last=self.video.video_encoder.conv1.conv.weight.is_contiguous(
-                memory_format=torch.channels_last_3d))
+                memory_format=torch.channels_last_3d), dtype=dtype)
         v = self.video(frames, normalize=True)                       # (B, F, D)
         a = self.audio(mel, normalize=True)                          # (B, F, D)
         assert v.shape == a.shape, f"video feats {tuple(v.shape)} vs audio feats {tuple(a.shape)}"

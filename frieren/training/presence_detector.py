@@ -50,7 +50,8 @@ def fine_tune_detector(cfg, video_weights: Dict[str, torch.Tensor], head_state: 
                        flip: float = 0.5, ckpt_every: int = 250, progress: bool = True, edge_weight: float = 0.0,
                        desc: str = "presence detector", material_labels: Optional[Sequence[torch.Tensor]] = None,
                        material_classes: int = 0, material_head_state: Optional[Dict[str, torch.Tensor]] = None,
-                       material_weight: float = 1.0, rotate: float = 0.0,
+                       material_weight: float = 1.0, rotate: float = 0.0, channels_last: bool = False,
+                       bf16: bool = False,
                        ) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor], Dict[str, object]]:
     """Fine-tune a copy of the video branch (``cfg``: a CAVPConfig without the presence channel,
     ``video_weights`` its state) and the slot head (``head_state``) on per-clip frames uint8
@@ -60,10 +61,13 @@ def fine_tune_detector(cfg, video_weights: Dict[str, torch.Tensor], head_state: 
     else fresh). -> (network state, head state, {"loss": mean of the last 50 steps, "steps", and with
     materials "material_head": its state, "material_acc": its accuracy on impact frames, last 50 steps}).
     ``rotate``: the probability that a window is also turned a quarter (either way), so that a floor
-    bounce shows as a sideways one (a wall's); 0 draws no extra random numbers (same run as before)."""
+    bounce shows as a sideways one (a wall's); 0 draws no extra random numbers (same run as before).
+    ``channels_last``: the network in channels-last 3-D layout (same maths, other last bits);
+    ``bf16``: its forward pass under bfloat16 autocast (:mod:`frieren.training.precision`)."""
     from tqdm import tqdm
 
     from frieren.models.cavp import CAVPVideoEncoder
+    from frieren.training.precision import autocast
 
     if steps < 1:
         raise ValueError(f"the presence detector needs at least one step, got {steps}")
@@ -82,6 +86,8 @@ def fine_tune_detector(cfg, video_weights: Dict[str, torch.Tensor], head_state: 
     net = CAVPVideoEncoder(dataclasses.replace(cfg, presence_channel=False, presence_detector=False,
                                                presence_edge=False, material_channel=0))
     net.load_state_dict(video_weights)
+    if channels_last:
+        net.to(memory_format=torch.channels_last_3d)
     head = torch.nn.Linear(net.cfg.embed_dim, labels[0].shape[1])
     head.load_state_dict(head_state)
     groups = [{"params": net.parameters(), "lr": lr}, {"params": head.parameters(), "lr": head_lr}]
@@ -123,8 +129,10 @@ def fine_tune_detector(cfg, video_weights: Dict[str, torch.Tensor], head_state: 
             ys.append(labels[c][s:s + window])
             if material_labels is not None:
                 ms.append(material_targets(material_labels[c][s:s + window], material_classes))
-        feats = net(torch.stack(xs), normalize=True)                   # (B, W, D)
-        logits = head(feats)                                           # (B, W, slots)
+        with autocast(bf16):
+            feats = net(torch.stack(xs), normalize=True)               # (B, W, D)
+            logits = head(feats)                                       # (B, W, slots)
+        feats, logits = feats.float(), logits.float()
         target = torch.stack(ys).to(logits)
         loss = F.binary_cross_entropy_with_logits(logits, target)
         if edge_weight > 0:
@@ -156,5 +164,5 @@ def fine_tune_detector(cfg, video_weights: Dict[str, torch.Tensor], head_state: 
     if material_head is not None:
         info["material_head"] = {k: v.detach().clone() for k, v in material_head.state_dict().items()}
         info["material_acc"] = sum(recent_acc) / max(len(recent_acc), 1)
-    return ({k: v.detach().clone() for k, v in net.state_dict().items()},
+    return ({k: v.detach().contiguous().clone() for k, v in net.state_dict().items()},
             {k: v.detach().clone() for k, v in head.state_dict().items()}, info)

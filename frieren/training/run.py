@@ -322,6 +322,9 @@ class Run:
         from frieren.training.presence_detector import fine_tune_detector
         steps = getattr(self.args, "presence_detector_steps", 0)
         rotate = float(getattr(self.args, "presence_detector_rotate", 0.0) or 0.0)
+        # kernel settings, recorded only when on (a detector trained before them keeps its record)
+        kernels = {k: True for k, on in (("channels_last", getattr(self.args, "presence_detector_channels_last", False)),
+                                         ("bf16", "detector" in self.bf16_parts)) if on}
         path = self.stage_dir("cavp") / "presence_detector.pt"
         w = self.windows("flow")
         source = state_fingerprint(video_weights, head) + f"-{len(w.clips)}"
@@ -329,7 +332,8 @@ class Run:
         if path.is_file():
             kept = torch.load(path, map_location="cpu", weights_only=True)
             kept_fp = kept.get("fingerprint", "")
-            if kept_fp == fp and steps == kept["info"]["steps"] and kept["info"].get("rotate", 0.0) == rotate:
+            if (kept_fp == fp and steps == kept["info"]["steps"] and kept["info"].get("rotate", 0.0) == rotate
+                    and all(kept["info"].get(k, False) == kernels.get(k, False) for k in ("channels_last", "bf16"))):
                 return kept["net"], kept["head"]
             if steps == 0 and kept_fp.rsplit("-", 1)[0] == source:
                 # a later command of the run (`bundle`) repeats neither the step count nor the seed
@@ -338,12 +342,16 @@ class Run:
             raise SystemExit(f"{self.dir} records a presence detector (cavp.json) and none is trained for this CAVP "
                              f"yet: pass --presence-detector-steps N (for example 3000)")
         ckpt = self.stage_dir("cavp") / (f"presence_detector_ckpt_{fp.split('-')[0][:12]}_{steps}"
-                                         + (f"_rotate{rotate:g}" if rotate else "") + ".pt")
+                                         + (f"_rotate{rotate:g}" if rotate else "")
+                                         + "".join(f"_{k}" for k in kernels) + ".pt")
         net, head, info = fine_tune_detector(self.preset.cavp, video_weights, head, [c.frames for c in w.clips],
                                              self.slot_labels(w.clips), steps=steps, seed=self.args.seed + 7,
-                                             ckpt=ckpt, progress=self.progress, rotate=rotate)
+                                             ckpt=ckpt, progress=self.progress, rotate=rotate,
+                                             channels_last=bool(kernels.get("channels_last")),
+                                             bf16=bool(kernels.get("bf16")))
         if rotate:
             info["rotate"] = rotate
+        info.update(kernels)
         log.info("presence detector fine-tuned for %d steps: loss %.4f (last 50 steps)", steps, info["loss"])
         if self.ctx.is_main:
             atomic_torch_save({"net": net, "head": head, "fingerprint": fp, "info": info}, path)
@@ -498,7 +506,14 @@ class Run:
                            grad_clip=hp.grad_clip, ema_decay=hp.ema, final_lr_factor=hp.final_lr_factor,
                            decay_steps=hp.decay_steps, seed=a.seed + STAGES.index(stage) * 101,
                            ckpt_every=max(50, min(500, hp.steps // 5)), log_every=10,
-                           max_seconds=a.max_minutes * 60 if a.max_minutes else None)
+                           max_seconds=a.max_minutes * 60 if a.max_minutes else None,
+                           bf16=stage in self.bf16_parts)
+
+    @property
+    def bf16_parts(self):
+        """The parts that train under bfloat16 autocast (``--bf16``; :mod:`frieren.training.precision`)."""
+        from frieren.training.precision import parse_bf16_parts
+        return parse_bf16_parts(getattr(self.args, "bf16", None))
 
 
 def flow_seed0(args: argparse.Namespace) -> int:

@@ -266,6 +266,7 @@ def stage_reflow_data(run: Run) -> dict:
     from frieren.training.ddp import barrier
     from frieren.training.loop import step_generator
     from frieren.training.objectives import generate_reflow_pairs
+    from frieren.training.precision import autocast
 
     a = run.args
     out = run.stage_dir("reflow-data")
@@ -277,6 +278,8 @@ def stage_reflow_data(run: Run) -> dict:
     fp = state_fingerprint(est.state_dict(), cond.state_dict())
     settings = {"teacher": fp, "pairs": a.reflow_pairs, "steps": a.teacher_steps, "cfg": a.cfg_scale,
                 "seed": a.seed, "windows": len(lat)}
+    if "pairs" in run.bf16_parts:      # recorded only when on: a float32 run's pairs keep their settings
+        settings["bf16"] = True
     meta = out / "meta.json"
     if meta.is_file() and json.loads(meta.read_text()).get("settings") != settings:
         if run.ctx.is_main:
@@ -300,8 +303,9 @@ def stage_reflow_data(run: Run) -> dict:
         gen = step_generator(a.seed + 21, ci // chunk)
         x0 = torch.randn((len(idx), run.preset.estimator.in_channels, run.preset.geometry.latent_frames),
                          generator=gen)
-        x1 = generate_reflow_pairs(est, cond, feats, x0.to(run.ctx.device), steps=a.teacher_steps,
-                                   cfg_scale=a.cfg_scale).cpu()
+        with autocast("pairs" in run.bf16_parts, run.ctx.device):
+            x1 = generate_reflow_pairs(est, cond, feats, x0.to(run.ctx.device), steps=a.teacher_steps,
+                                       cfg_scale=a.cfg_scale).float().cpu()
         atomic_torch_save({"idx": idx, "x0": x0, "x1": x1}, path)
     barrier(run.ctx)
     seconds = time.perf_counter() - t0
