@@ -248,13 +248,23 @@ class CAVPObjective(nn.Module):
 
     def forward(self, batch, gen: Optional[torch.Generator] = None) -> Losses:
         frames, mel = batch[:2]
+        kind = frames.device.type
+        low = torch.is_autocast_enabled(kind)
         if frames.dtype == torch.uint8:
-            kind = frames.device.type
-            dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else torch.float32
             frames = unit_frames(frames, channels_last=self.video.video_encoder.conv1.conv.weight.is_contiguous(
-                memory_format=torch.channels_last_3d), dtype=dtype)
-        v = self.video(frames, normalize=True)                       # (B, F, D)
-        a = self.audio(mel, normalize=True)                          # (B, F, D)
+                memory_format=torch.channels_last_3d), dtype=torch.get_autocast_dtype(kind) if low else torch.float32)
+        if not low:
+            return self._losses(batch, mel, self.video(frames, normalize=True), self.audio(mel, normalize=True))
+        # Under bfloat16 autocast (`--bf16 cavp`) only the video backbone, where the time goes, computes in
+        # bfloat16; its projection head, the audio branch and every loss stay float32 (the contrastive logits,
+        # scaled up to 100x, would otherwise carry bfloat16's ~0.4 % error of each similarity).
+        pooled = self.video.backbone(frames)
+        with torch.autocast(kind, enabled=False):
+            return self._losses(batch, mel, self.video.head(pooled.float(), True), self.audio(mel, normalize=True))
+
+    def _losses(self, batch, mel: Tensor, v: Tensor, a: Tensor) -> Losses:
+        """The objective's losses from the video features ``v`` and audio features ``a`` (B, F, D), both
+        L2-normalised per frame, the batch's mel (B, n_mels, F * m) and its labels."""
         assert v.shape == a.shape, f"video feats {tuple(v.shape)} vs audio feats {tuple(a.shape)}"
         scale = self.logit_scale.clamp(max=math.log(100.0)).exp()
         b, f, d = v.shape

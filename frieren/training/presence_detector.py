@@ -129,10 +129,10 @@ def fine_tune_detector(cfg, video_weights: Dict[str, torch.Tensor], head_state: 
             ys.append(labels[c][s:s + window])
             if material_labels is not None:
                 ms.append(material_targets(material_labels[c][s:s + window], material_classes))
-        with autocast(bf16):
-            feats = net(torch.stack(xs), normalize=True)               # (B, W, D)
-            logits = head(feats)                                       # (B, W, slots)
-        feats, logits = feats.float(), logits.float()
+        with autocast(bf16):                                           # bf16: the backbone only
+            pooled = net.backbone(torch.stack(xs))                     # (B, feat_dim, W, 1, 1)
+        feats = net.head(pooled.float(), normalize=True)               # (B, W, D): net(x, normalize=True)
+        logits = head(feats)                                           # (B, W, slots)
         target = torch.stack(ys).to(logits)
         loss = F.binary_cross_entropy_with_logits(logits, target)
         if edge_weight > 0:
