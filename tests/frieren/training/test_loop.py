@@ -126,3 +126,19 @@ def test_a_resumed_run_averages_with_the_decay_it_is_given_now(tmp_path):
     trainer = Trainer("t", _objective(), _batches, tmp_path, dataclasses.replace(cfg, steps=5, ema_decay=0.5),
                       progress=False)
     assert trainer.try_resume() and trainer.ema.updates == 3 and trainer.ema.decay == 0.5
+
+
+def test_bf16_autocasts_the_forward_pass_and_keeps_float32_weights(tmp_path):
+    """``TrainConfig.bf16``: the objective's matrix products run in bfloat16 (other losses than float32's,
+    reproducibly), while the weights, the optimiser state and the exported weights stay float32."""
+    cfg = dataclasses.replace(CFG, steps=3, ema_decay=0.0)
+    fp32 = Trainer("t", _objective(), _batches, tmp_path / "fp32", cfg, progress=False).run()
+    runs = [Trainer("t", _objective(), _batches, tmp_path / name, dataclasses.replace(cfg, bf16=True), progress=False)
+            for name in ("a", "b")]
+    results = [t.run() for t in runs]
+    assert results[0].losses == results[1].losses and results[0].losses != fp32.losses
+    assert all(abs(results[0].losses[k] - fp32.losses[k]) < 0.05 * abs(fp32.losses[k]) + 1e-3 for k in fp32.losses)
+    assert all(p.dtype == torch.float32 for p in runs[0].objective.parameters())
+    assert all(v.dtype == torch.float32 for s in runs[0].optimizer.state_dict()["state"].values()
+               for v in s.values() if v.is_floating_point() and v.dim() > 0)
+    assert all(v.dtype == torch.float32 for v in load_final(tmp_path / "a")["state"].values() if v.is_floating_point())

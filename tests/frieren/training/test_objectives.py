@@ -111,6 +111,10 @@ def test_cavp_objective_takes_uint8_frames_and_channels_last_layout():
     assert unit.permute(0, 2, 1, 3, 4).is_contiguous(memory_format=torch.channels_last_3d)
     cl_float_loss, cl_float_grad = loss_and_grad(frames8.float() / 255.0, channels_last=True)
     assert cl_loss == cl_float_loss and torch.equal(cl_grad, cl_float_grad)
+    # Under bfloat16 autocast (`--bf16 cavp`) they are converted straight to bfloat16, in both layouts
+    for channels_last in (False, True):
+        half = unit_frames(frames8, channels_last=channels_last, dtype=torch.bfloat16)
+        assert half.dtype == torch.bfloat16 and torch.equal(half, frames8.to(torch.bfloat16) / 255.0)
 
 
 def test_frame_audio_targets_locate_onsets():

@@ -182,6 +182,24 @@ def test_an_option_changes_the_fine_tuning_and_stays_deterministic(tmp_path, opt
         fine_tune_detector(cfg, video, head, frames, labels, ckpt=tmp_path / "e.pt", **bad, **kw)
 
 
+def test_detector_kernel_settings_give_the_same_detector_within_their_precision(tmp_path):
+    """--presence-detector-channels-last (same maths, another layout) and --bf16 detector (bfloat16 matrix
+    products): each reproducible, close to the float32 default layout's weights, returned contiguous float32."""
+    from frieren.training.presence_detector import fine_tune_detector
+    cfg, video, head, frames, labels = _detector_inputs()
+    kw = dict(steps=2, seed=5, batch_size=2, window=16, progress=False)
+    plain, plain_head, _ = fine_tune_detector(cfg, video, head, frames, labels, ckpt=tmp_path / "p.pt", **kw)
+    for name, option, tol in (("cl", {"channels_last": True}, 1e-4), ("bf16", {"bf16": True}, 2e-2)):
+        net, net_head, info = fine_tune_detector(cfg, video, head, frames, labels, ckpt=tmp_path / f"{name}.pt",
+                                                 **option, **kw)
+        again, _, _ = fine_tune_detector(cfg, video, head, frames, labels, ckpt=tmp_path / f"{name}2.pt", **option, **kw)
+        assert info["loss"] > 0 and all(torch.equal(net[k], again[k]) for k in net), name
+        for k, v in net.items():
+            assert v.is_contiguous() and v.dtype == plain[k].dtype, (name, k)
+            torch.testing.assert_close(v, plain[k], rtol=tol, atol=tol, msg=f"{name} {k}")
+        torch.testing.assert_close(net_head["weight"], plain_head["weight"], rtol=tol, atol=tol)
+
+
 def test_a_run_with_a_presence_detector_decides_the_channel_with_its_own_network(tmp_path, tiny_recipe_args):
     run, out = tmp_path / "run", tmp_path / "bundle"
     assert train_cli.main(tiny_recipe_args(run, out, "--presence-channel", "--presence-slots", "4",
@@ -218,6 +236,13 @@ def test_a_run_with_a_presence_detector_decides_the_channel_with_its_own_network
     turned = torch.load(run / "cavp" / "presence_detector.pt", weights_only=True)
     assert turned["info"]["rotate"] == 1.0
     assert not torch.equal(turned["net"]["video_project_head.weight"], kept["net"]["video_project_head.weight"])
+    # so does --presence-detector-channels-last (another layout: another detector, recorded as such)
+    assert train_cli.main(tiny_recipe_args(run, tmp_path / "laid", "--presence-channel", "--presence-slots", "4",
+                                           "--presence-detector-steps", "2", "--presence-detector-rotate", "1",
+                                           "--presence-detector-channels-last", "--presence-channel-train", "truth",
+                                           "--presence-validation-clips", "1", "--seed", "1")) == 0
+    laid = torch.load(run / "cavp" / "presence_detector.pt", weights_only=True)
+    assert laid["info"]["channels_last"] and not turned["info"].get("channels_last")
     (run / "cavp" / "presence_detector.pt").unlink()
     with pytest.raises(SystemExit, match="pass --presence-detector-steps"):
         train_cli.main(bundle_argv)
