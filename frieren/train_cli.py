@@ -310,8 +310,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "after the other; single-process runs only")
     p.add_argument("--stop-after", choices=("vae+cavp",),
                    help="stop once this stage is done, without a bundle; the same command without it resumes "
-                        "from there (scripts/train_default.sh runs the later stages in a second process with "
-                        "other CPU kernels)")
+                        "from there, for example in another process with other CPU kernels (scripts/train_default.sh "
+                        "did so for v12r's AVX2 later stages up to commit 8760d91)")
 
 
 # --------------------------------------------------------------------------------------

@@ -169,8 +169,8 @@ def test_the_presence_detector_trains_beside_the_flow_stages_with_the_sequential
 
 
 def test_stop_after_the_cavp_then_resuming_gives_the_one_go_weights(tmp_path, tiny_recipe_args, caplog):
-    """--stop-after vae+cavp (scripts/train_default.sh runs the later stages in a second process with
-    other CPU kernels): it stops with the VAE and CAVP trained and nothing after them; the same
+    """--stop-after vae+cavp (to run the later stages in another process, for example with other CPU
+    kernels, as scripts/train_default.sh did for v12r): it stops with the VAE and CAVP trained and nothing after them; the same
     command without it goes on and writes the bundle of a run made in one go."""
     import logging
 
