@@ -9,15 +9,18 @@
 # bundle. All seeds are fixed and a rerun with the same thread count on the same kind of CPU gives
 # bit-identical weights (also with --side-by-side, which also trains the presence detector beside the
 # flow stages: each stage seeds itself); an interrupted run resumes (finished stages are skipped).
-# The shipped model is v12r (2026-12-06): v12 (below) with the stages after its CAVP retrained by this script as it
-# now stands, with torch's AVX2 kernels (the second train_cli call below) on an AVX-512 CPU: `RUN_DIR=runs/emu_v12
-# OUT=runs/emu_v12_bundle bash scripts/train_default.sh --no-progress` on the clips, VAE and CAVP of the run from
-# nothing below (hard links), with the kernels then set on the command line (33.5 min: onsets and latents 2.8, the
-# detector 30.5 beside the flow stages 30.0: CFM 13.6, pairs 3.9, reflow 7.1, distill 5.4). Its detector is v12's
-# bit for bit, its flow stages not; rerun by this script on a fresh copy of those stages (runs/emu_check) it gave the
-# same bundles and detector byte for byte, so on an AVX-512 CPU this script regenerates the shipped model from
-# nothing (docs/eval/experiments/recipe_from_nothing/). It scores as v12 on the same CPU (F1 +-125 0.809 vs 0.810,
-# material 0.684 vs 0.688). Its run from nothing in one go has not been timed: about 100 min from its parts.
+# The shipped model is v13 (2026-12-06): v12's recipe with bfloat16 autocast for the CAVP video backbone, the
+# presence detector and the flow stages (--bf16 ..., below; weights, optimiser, heads and losses stay float32) and the
+# detector in channels-last layout, made by this script from nothing in one go in 63.5 min on this 2-core AMD EPYC
+# with AVX512_BF16, nothing else running: `RUN_DIR=runs/v13 OUT=runs/v13_bundle bash scripts/train_default.sh
+# --no-progress` (clips 2.5 min; VAE 29.7 beside the CAVP 42.2 at 0.32 s per step; onsets and latents 3.1; the
+# detector 14.3 beside the flow stages 15.1: CFM 7.9, pairs 1.4, reflow 3.3, distill 2.5; bundles 0.5). The part
+# after the CAVP, rerun by this script on a fresh copy of that run's clips, VAE and CAVP (runs/v13chk), gave the same
+# distilled bundle byte for byte and the same detector, pairs and flow weights (torch.equal). On a CPU without native bfloat16 kernels the script trains in float32, which
+# takes longer (about 86 min on this CPU, estimated from docs/eval/experiments/cavp_length/) and gives other weights.
+# Against v12r (v12's flow stages retrained by this script at commit 8760d91, float32, the later stages with AVX2
+# kernels; docs/eval/previous_model_v12r/): F1 +-45 0.716 vs 0.724, +-125 0.799 vs 0.809, material 0.659 vs 0.684,
+# FD (log-mel) 2.99 vs 2.46. docs/eval/experiments/bf16_recipe/.
 # v12 (2026-12-05): v11's recipe with the presence channel in four 32 ms slots per frame,
 # decided by a detector of its own (--presence-slots 4 --presence-detector-steps 6000, now in the command below).
 # It was made in two steps with v11's VAE and CAVP adopted from v11's bundle (--cavp-from is new at 69a85f7;
@@ -156,6 +159,12 @@
 #   in 66.1 min on an AVX-512 CPU, but its model scored material 0.579 (8000 steps, same VAE: 0.682), FD 3.91 (2.43),
 #   F1 +-125 0.790 (0.798); resumed to 12000 steps the same CAVP gave 0.694, 3.05, 0.803, so 8000 is where more CAVP
 #   steps stop paying. docs/eval/experiments/cavp_length/.
+# * --bf16 cavp,detector,cfm,pairs,reflow,distill --presence-detector-channels-last (v13), only where the CPU has native
+#   bfloat16 kernels: the recipe in 63.5 min instead of about 86 on this AVX512_BF16 CPU (a CAVP step 1.27-1.36x
+#   cheaper, the detector about 2x with channels-last, the flow stages 1.4-1.9x). Costs fidelity: FD (log-mel) 2.99
+#   against 2.43 for the same recipe in float32 from nothing on the same CPU (runs/fresh_v12), material 0.659 vs 0.682,
+#   F1 +-125 0.799 vs 0.798; most of it with the CAVP (its 25-step teacher: FD 3.38 with a bfloat16 CFM, 3.12 with a
+#   float32 one on the same CAVP; v12r's 2.62), reflow pairs in float32 changed nothing. docs/eval/experiments/bf16_recipe/.
 # Distilled 1-step model, v2 -> v3 -> v4 -> v5 -> v6 -> v7 -> v8 -> v9 -> v10 -> v11 -> v12 (`frieren eval`, 64
 # held-out clips, full tables; v10's to v12's from 1-thread evals): onset F1 +-125 ms 0.631 -> 0.656 -> 0.678 ->
 # 0.676 -> 0.700 -> 0.700 -> 0.715 -> 0.725 -> 0.746 -> 0.756 -> 0.806, +-45 ms 0.498 -> 0.526 -> 0.560 -> 0.540 ->
@@ -186,19 +195,18 @@ RECIPE=(--run-dir "$RUN_DIR" --out "$OUT" --preset tiny --subframes 4 --seed 0 -
     --cavp-steps 8000 --cavp-batch-size 16 --cavp-event-weight 1.0 --cavp-event-slots 4 --cavp-event-flux-bands 20
     --cavp-onset-weight 2 --cavp-onset-log --cavp-material-weight 1.0 --cavp-channels-last
     --cavp-flip 0.5 --cavp-shift 4 --cavp-presence-weight 1 --presence-channel --presence-channel-train truth
-    --presence-slots 4 --presence-detector-steps 6000
+    --presence-slots 4 --presence-detector-steps 6000 --presence-detector-channels-last
     --cfm-steps 4000 --cfm-batch-size 32 --cfm-onset-weight 12
     --reflow-pairs 1536 --teacher-steps 25 --cfg-scale 4.5
     --reflow-steps 1000 --reflow-batch-size 32
     --distill-steps 800 --distill-batch-size 32
     --weight-floor 0.05 --max-minutes 90 --side-by-side)
-# Clips, VAE and CAVP with torch's own kernels for this CPU (the shipped VAE and CAVP were trained with
-# AVX-512 ones), then everything after the CAVP in a second process with its AVX2 kernels
-# (FRIEREN_LATER_STAGE_KERNELS=native keeps the CPU's own): the shipped model's later stages were
-# trained so, and on an AVX-512 CPU these settings gave v12's presence detector bit for bit.
-.venv/bin/python -m frieren.train_cli default "${RECIPE[@]}" --stop-after vae+cavp "$@"
-if [ "${FRIEREN_LATER_STAGE_KERNELS:-avx2}" = avx2 ]; then
-  export ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2
+# bfloat16 autocast for every stage after the VAE where the CPU has native bfloat16 kernels (AVX512_BF16 or
+# AMX): same recipe, cheaper steps. Elsewhere float32 (emulated bfloat16 is far slower), which gives other weights.
+if .venv/bin/python -c 'import sys; from frieren.training.precision import cpu_has_bf16; sys.exit(not cpu_has_bf16())'; then
+  RECIPE+=(--bf16 cavp,detector,cfm,pairs,reflow,distill)
+else
+  echo "train_default.sh: no native bfloat16 kernels on this CPU; training in float32 (slower, other weights)" >&2
 fi
 .venv/bin/python -m frieren.train_cli default "${RECIPE[@]}" "$@"
 # The teacher and reflow stages as bundles too, for `frieren eval` (its defaults point here).
