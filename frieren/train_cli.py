@@ -99,10 +99,11 @@ def _common(p: argparse.ArgumentParser) -> None:
                         "finds least; 0 (default): mirrored only")
     p.add_argument("--presence-detector-channels-last", action="store_true",
                    help="with --presence-detector-steps: fine-tune the detector in channels-last memory layout, as "
-                        "--cavp-channels-last does the CAVP (same maths, cheaper CPU steps, other last bits)")
+                        "--cavp-channels-last does the CAVP (same maths, cheaper CPU steps, other last bits); the first "
+                        "fine-tuning only (--presence-edge-steps and --material-channel-steps phases keep the default)")
     p.add_argument("--bf16", default="", metavar="PARTS",
                    help="train these parts' forward passes under bfloat16 autocast (weights and optimiser stay "
-                        "float32), comma-separated from cavp, detector, cfm, pairs (the teacher's reflow pairs), "
+                        "float32), comma-separated from cavp, detector (its first fine-tuning), cfm, pairs (the teacher's reflow pairs), "
                         "reflow, distill; cheaper steps on CPUs with AVX512_BF16 or AMX (refused on a CPU without them, "
                         "where bfloat16 is emulated and many times slower). Default: none (float32 throughout)")
     p.add_argument("--presence-edge-steps", type=int, default=0, metavar="N",

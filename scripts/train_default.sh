@@ -161,7 +161,7 @@
 #   steps stop paying. docs/eval/experiments/cavp_length/.
 # * --bf16 cavp,detector,cfm,pairs,reflow,distill --presence-detector-channels-last (v13), only where the CPU has native
 #   bfloat16 kernels: the recipe in 63.5 min instead of about 86 on this AVX512_BF16 CPU (a CAVP step 1.27-1.36x
-#   cheaper, the detector about 2x with channels-last, the flow stages 1.4-1.9x). Costs fidelity: FD (log-mel) 2.99
+#   cheaper, the detector 1.95x with channels-last and bfloat16 together, the flow stages 1.4-1.9x). Costs fidelity: FD (log-mel) 2.99
 #   against 2.43 for the same recipe in float32 from nothing on the same CPU (runs/fresh_v12), material 0.659 vs 0.682,
 #   F1 +-125 0.799 vs 0.798; most of it with the CAVP (its 25-step teacher: FD 3.38 with a bfloat16 CFM, 3.12 with a
 #   float32 one on the same CAVP; v12r's 2.62), reflow pairs in float32 changed nothing. docs/eval/experiments/bf16_recipe/.

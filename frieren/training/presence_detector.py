@@ -164,5 +164,5 @@ def fine_tune_detector(cfg, video_weights: Dict[str, torch.Tensor], head_state: 
     if material_head is not None:
         info["material_head"] = {k: v.detach().clone() for k, v in material_head.state_dict().items()}
         info["material_acc"] = sum(recent_acc) / max(len(recent_acc), 1)
-    return ({k: v.detach().contiguous().clone() for k, v in net.state_dict().items()},
+    return ({k: v.detach().clone(memory_format=torch.contiguous_format) for k, v in net.state_dict().items()},
             {k: v.detach().clone() for k, v in head.state_dict().items()}, info)
