@@ -97,6 +97,15 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="with --presence-detector-steps: turn each training window a quarter (either way) with "
                         "probability P, so that floor bounces also show as sideways (wall) ones, which the detector "
                         "finds least; 0 (default): mirrored only")
+    p.add_argument("--presence-detector-clips", type=int, default=0, metavar="N",
+                   help="with --presence-detector-steps: the detector also trains on N more synthetic clips of its "
+                        "own (seeds right after the last clips the run renders, as --material-channel-clips; "
+                        "<run-dir>/cache_detector), so it sees more scenes than the flow stages' clips; with "
+                        "--side-by-side they are rendered while the CAVP trains, once the VAE is done. 0 (default): "
+                        "those clips only")
+    p.add_argument("--presence-detector-seed", type=int, default=None, metavar="S",
+                   help="with --presence-detector-steps: the detector's own seed (the windows it draws and their flips), so "
+                        "its spread can be measured with every other stage kept; default: --seed + 7")
     p.add_argument("--presence-detector-channels-last", action="store_true",
                    help="with --presence-detector-steps: fine-tune the detector in channels-last memory layout, as "
                         "--cavp-channels-last does the CAVP (same maths, cheaper CPU steps, other last bits); the first "
@@ -372,12 +381,32 @@ def _beside(r: Run, job: str, here) -> None:
 
 
 def _vae_and_cavp_side_by_side(r: Run, hps: dict) -> None:
-    """VAE here, CAVP in a spawned process; both read the clip cache the data step wrote."""
+    """VAE here, CAVP in a spawned process; both read the clip cache the data step wrote. The CAVP
+    takes longer than the VAE, so this process then renders the presence detector's own clips
+    (``--presence-detector-clips``) and simulates their onsets, with one worker, while it waits."""
     if finished_stage(r, "cavp", hps["cavp"].steps) is not None:
         stage_vae(r, hps["vae"])
         stage_cavp(r, hps["cavp"])
         return
-    _beside(r, "cavp", lambda: stage_vae(r, hps["vae"]))
+
+    def here():
+        stage_vae(r, hps["vae"])
+        _detector_clips_ahead(r)
+
+    _beside(r, "cavp", here)
+
+
+def _detector_clips_ahead(r: Run) -> None:
+    """Render ``--presence-detector-clips`` and their onsets now (one worker), so the detector's phase,
+    later, only loads them; the clips are not kept in this process's memory."""
+    if not (getattr(r.args, "presence_detector_clips", 0) and r.preset.cavp.presence_detector):
+        return
+    s = time.perf_counter()
+    clips = r.clips("detector", workers=1)
+    r.clip_onsets(clips, "detector", workers=1)
+    r.forget_clips("detector")
+    log.info("the presence detector's %d own clips and their onsets made in %.1f s while the CAVP trains",
+             len(clips), time.perf_counter() - s)
 
 
 def _detector_beside_flow_stages(r: Run) -> bool:

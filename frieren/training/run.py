@@ -79,6 +79,7 @@ class Run:
         self._latents = None
         check_flow_clips(args)
         check_material_clips(args)
+        check_detector_clips(args)
 
     # -- data ---------------------------------------------------------------------------
     @property
@@ -88,12 +89,15 @@ class Run:
 
     def source_description(self, part: str = "cavp") -> dict:
         """The data that ``part`` trains on: "cavp" (also the VAE), "flow" (latents, CFM, reflow
-        pairs; the CAVP's clips unless ``--flow-clips``) or "material" (the material phase's own
-        clips, ``--material-channel-clips``)."""
+        pairs; the CAVP's clips unless ``--flow-clips``), "material" (the material phase's own
+        clips, ``--material-channel-clips``) or "detector" (the presence detector's own clips,
+        ``--presence-detector-clips``; the same seeds as the material phase's, right after the run's
+        last clips)."""
         a = self.args
         flow_own = part == "flow" and self.separate_flow_clips
-        if part == "material":
-            desc = {"kind": "synthetic", "clips": a.material_channel_clips, "seed0": material_seed0(a),
+        if part in ("material", "detector"):
+            n = a.material_channel_clips if part == "material" else a.presence_detector_clips
+            desc = {"kind": "synthetic", "clips": n, "seed0": material_seed0(a),
                     "clip_seconds": a.clip_seconds, "preset": self.preset.name}
         elif a.data_dir and not flow_own:
             desc = {"kind": "folder", "data_dir": str(Path(a.data_dir).resolve()), "csv": a.csv,
@@ -115,14 +119,16 @@ class Run:
         return record
 
     def cache_dir(self, part: str = "cavp") -> Path:
-        """``<run-dir>/cache`` (the CAVP's clips), ``cache_flow`` for the flow stages' own clips, or
-        ``cache_material`` for the material phase's (``--material-channel-clips``)."""
-        if part == "material":
-            return self.dir / "cache_material"
+        """``<run-dir>/cache`` (the CAVP's clips), ``cache_flow`` for the flow stages' own clips,
+        ``cache_material`` for the material phase's (``--material-channel-clips``) or
+        ``cache_detector`` for the presence detector's (``--presence-detector-clips``)."""
+        if part in ("material", "detector"):
+            return self.dir / f"cache_{part}"
         return self.dir / ("cache_flow" if part == "flow" and self.separate_flow_clips else "cache")
 
-    def clips(self, part: str = "cavp"):
-        """The clips ``part`` ("cavp", "flow" or "material") trains on, from its clip cache (built on first use)."""
+    def clips(self, part: str = "cavp", workers: Optional[int] = None):
+        """The clips ``part`` ("cavp", "flow", "material" or "detector") trains on, from its clip cache (built on
+        first use, by ``workers`` processes: default ``--data-workers``)."""
         key = self.cache_dir(part).name
         if key not in self._clips:
             from frieren.training.data import (build_clip_cache, csv_source, folder_source,
@@ -154,12 +160,18 @@ class Run:
                 items = synthetic_source(desc["clips"], desc["seed0"], self.preset, scene)
             if self.ctx.is_main:
                 paths = build_clip_cache(items, cache, self.preset, progress=self.progress,
-                                         workers=max(1, getattr(a, "data_workers", 1)))
+                                         workers=workers or max(1, getattr(a, "data_workers", 1)))
             barrier(self.ctx)
             if not self.ctx.is_main:
                 paths = build_clip_cache(items, cache, self.preset, progress=False)
             self._clips[key] = load_clip_cache(paths)
         return self._clips[key]
+
+    def forget_clips(self, part: str) -> None:
+        """Drop ``part``'s clips (and windows) from memory; :meth:`clips` loads them again from the cache."""
+        key = self.cache_dir(part).name
+        self._clips.pop(key, None)
+        self._windows.pop(key, None)
 
     def windows(self, part: str = "cavp"):
         """The training windows of ``part``'s clips (see :meth:`clips`)."""
@@ -265,12 +277,14 @@ class Run:
                 cavp, self.preset, self.stage_dir("cavp") / "presence_edge_threshold.json", newest=True, **kw))
         return cavp.eval()
 
-    def clip_onsets(self, clips, part: str = "flow") -> list:
+    def clip_onsets(self, clips, part: str = "flow", workers: Optional[int] = None) -> list:
         """Per clip (of ``part``'s cache) the synthetic world's onset samples
-        (:mod:`frieren.training.onset_labels`)."""
+        (:mod:`frieren.training.onset_labels`), simulated once by ``workers`` processes (default
+        ``--data-workers``) and kept in the cache's ``onsets.json``."""
         from frieren.training.onset_labels import synthetic_onsets
         onsets = synthetic_onsets([c.key for c in clips], self.args.clip_seconds, self.preset.geometry.sample_rate,
-                                  self.cache_dir(part) / "onsets.json", workers=max(1, getattr(self.args, "data_workers", 1)),
+                                  self.cache_dir(part) / "onsets.json",
+                                  workers=workers or max(1, getattr(self.args, "data_workers", 1)),
                                   progress=self.progress)
         return [onsets[c.key] for c in clips]
 
@@ -316,41 +330,56 @@ class Run:
 
     def presence_detector(self, video_weights: dict, head: dict):
         """``--presence-detector-steps N``: the CAVP video branch and the fitted slot head, fine-tuned
-        together on the slot labels of the flow stages' clips (:mod:`frieren.training.presence_detector`),
-        once per CAVP; kept in ``<run>/cavp/presence_detector.pt``. -> (network state, head state)."""
+        together on the slot labels of the flow stages' clips and of ``--presence-detector-clips`` more
+        (:mod:`frieren.training.presence_detector`), once per CAVP; kept in
+        ``<run>/cavp/presence_detector.pt``. -> (network state, head state)."""
         from frieren.training.data import state_fingerprint
         from frieren.training.presence_detector import fine_tune_detector
         steps = getattr(self.args, "presence_detector_steps", 0)
         rotate = float(getattr(self.args, "presence_detector_rotate", 0.0) or 0.0)
+        extra = int(getattr(self.args, "presence_detector_clips", 0) or 0)
         # kernel settings, recorded only when on (a detector trained before them keeps its record)
         kernels = {k: True for k, on in (("channels_last", getattr(self.args, "presence_detector_channels_last", False)),
                                          ("bf16", "detector" in self.bf16_parts)) if on}
         path = self.stage_dir("cavp") / "presence_detector.pt"
         w = self.windows("flow")
-        source = state_fingerprint(video_weights, head) + f"-{len(w.clips)}"
-        fp = f"{source}-{self.args.seed}"
+        weights_fp = state_fingerprint(video_weights, head)
+        source = weights_fp + f"-{len(w.clips)}" + (f"+{extra}" if extra else "")
+        own_seed = getattr(self.args, "presence_detector_seed", None)
+        seed = self.args.seed + 7 if own_seed is None else own_seed
+        fp = f"{source}-{self.args.seed}" + ("" if own_seed is None else f"d{own_seed}")
         if path.is_file():
             kept = torch.load(path, map_location="cpu", weights_only=True)
             kept_fp = kept.get("fingerprint", "")
             if (kept_fp == fp and steps == kept["info"]["steps"] and kept["info"].get("rotate", 0.0) == rotate
                     and all(kept["info"].get(k, False) == kernels.get(k, False) for k in ("channels_last", "bf16"))):
                 return kept["net"], kept["head"]
-            if steps == 0 and kept_fp.rsplit("-", 1)[0] == source:
-                # a later command of the run (`bundle`) repeats neither the step count nor the seed
+            if steps == 0 and kept_fp.split("-", 1)[0] == weights_fp:
+                # a later command of the run (`bundle`) repeats neither the step count, the seed nor the extra clips
                 return kept["net"], kept["head"]
         if steps < 1:
             raise SystemExit(f"{self.dir} records a presence detector (cavp.json) and none is trained for this CAVP "
                              f"yet: pass --presence-detector-steps N (for example 3000)")
         ckpt = self.stage_dir("cavp") / (f"presence_detector_ckpt_{fp.split('-')[0][:12]}_{steps}"
                                          + (f"_rotate{rotate:g}" if rotate else "")
+                                         + (f"_{extra}clips" if extra else "")
+                                         + ("" if own_seed is None else f"_seed{own_seed}")
                                          + "".join(f"_{k}" for k in kernels) + ".pt")
-        net, head, info = fine_tune_detector(self.preset.cavp, video_weights, head, [c.frames for c in w.clips],
-                                             self.slot_labels(w.clips), steps=steps, seed=self.args.seed + 7,
+        clips, labels = list(w.clips), self.slot_labels(w.clips)
+        if extra:
+            more = self.clips("detector")
+            clips, labels = clips + list(more), labels + self.slot_labels(more, "detector")
+        net, head, info = fine_tune_detector(self.preset.cavp, video_weights, head, [c.frames for c in clips],
+                                             labels, steps=steps, seed=seed,
                                              ckpt=ckpt, progress=self.progress, rotate=rotate,
                                              channels_last=bool(kernels.get("channels_last")),
                                              bf16=bool(kernels.get("bf16")))
         if rotate:
             info["rotate"] = rotate
+        if extra:
+            info["detector_clips"] = extra
+        if own_seed is not None:
+            info["seed"] = own_seed
         info.update(kernels)
         log.info("presence detector fine-tuned for %d steps: loss %.4f (last 50 steps)", steps, info["loss"])
         if self.ctx.is_main:
@@ -531,17 +560,30 @@ def material_seed0(args: argparse.Namespace) -> int:
     return end
 
 
+def _check_extra_clips(args: argparse.Namespace, clips: str, steps: str, steps_example: int, what: str,
+                       folder_fix: str) -> None:
+    """Refuse an extra-clips flag (``clips``, e.g. "material-channel-clips") that cannot mean what it says:
+    a negative count, no phase to train on them (``steps``), or a folder of clips instead of the synthetic
+    world (SystemExit naming the fix)."""
+    n = getattr(args, clips.replace("-", "_"), 0)
+    if n < 0:
+        raise SystemExit(f"--{clips} must be 0 (the flow stages' clips only) or more, got {n}")
+    if n and getattr(args, steps.replace("-", "_"), 0) < 1:
+        raise SystemExit(f"--{clips} gives {what} more clips; it needs --{steps} N (for example {steps_example})")
+    if n and args.data_dir:
+        raise SystemExit(f"--{clips} renders synthetic clips with the world's labels; {folder_fix}")
+
+
 def check_material_clips(args: argparse.Namespace) -> None:
     """Refuse ``--material-channel-clips`` settings that cannot mean what they say (SystemExit naming the fix)."""
-    n = getattr(args, "material_channel_clips", 0)
-    if n < 0:
-        raise SystemExit(f"--material-channel-clips must be 0 (the flow stages' clips only) or more, got {n}")
-    if n and getattr(args, "material_channel_steps", 0) < 1:
-        raise SystemExit("--material-channel-clips gives the material phase more clips; it needs "
-                         "--material-channel-steps N (for example 3000)")
-    if n and args.data_dir:
-        raise SystemExit("--material-channel-clips renders synthetic clips with the world's material labels; the "
-                         "material channels need synthetic data, so drop --data-dir (or the material flags)")
+    _check_extra_clips(args, "material-channel-clips", "material-channel-steps", 3000, "the material phase",
+                       "the material channels need synthetic data, so drop --data-dir (or the material flags)")
+
+
+def check_detector_clips(args: argparse.Namespace) -> None:
+    """Refuse ``--presence-detector-clips`` settings that cannot mean what they say (SystemExit naming the fix)."""
+    _check_extra_clips(args, "presence-detector-clips", "presence-detector-steps", 6000, "the presence detector",
+                       "with --data-dir the detector trains on the folder's clips, so drop --presence-detector-clips")
 
 
 def check_flow_clips(args: argparse.Namespace) -> None:

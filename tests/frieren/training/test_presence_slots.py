@@ -243,9 +243,36 @@ def test_a_run_with_a_presence_detector_decides_the_channel_with_its_own_network
                                            "--presence-validation-clips", "1", "--seed", "1")) == 0
     laid = torch.load(run / "cavp" / "presence_detector.pt", weights_only=True)
     assert laid["info"]["channels_last"] and not turned["info"].get("channels_last")
+    # --presence-detector-seed draws other windows (another detector, the rest of the run kept), recorded;
+    # `bundle` without the flag takes it
+    seeded_argv = tiny_recipe_args(run, tmp_path / "seeded", "--presence-channel", "--presence-slots", "4",
+                                   "--presence-detector-steps", "2", "--presence-detector-seed", "5",
+                                   "--presence-channel-train", "truth", "--presence-validation-clips", "1", "--seed", "1")
+    assert train_cli.main(seeded_argv) == 0
+    seeded = torch.load(run / "cavp" / "presence_detector.pt", weights_only=True)
+    assert seeded["info"]["seed"] == 5 and "seed" not in laid["info"]
+    assert not torch.equal(seeded["net"]["video_project_head.weight"], kept["net"]["video_project_head.weight"])
+    assert train_cli.main([str(tmp_path / "cfm2") if a == str(tmp_path / "cfm") else a for a in bundle_argv]) == 0
+    assert torch.equal(load_bundle(tmp_path / "cfm2")[0].cavp.presence_net.video_project_head.weight,
+                       seeded["net"]["video_project_head.weight"])
     (run / "cavp" / "presence_detector.pt").unlink()
     with pytest.raises(SystemExit, match="pass --presence-detector-steps"):
         train_cli.main(bundle_argv)
     with pytest.raises(SystemExit, match="--presence-slots > 1"):
         train_cli.main(tiny_recipe_args(tmp_path / "r2", tmp_path / "b2", "--presence-channel",
                                         "--presence-detector-steps", "2"))
+
+
+def test_detector_clips_share_the_material_seeds_and_need_the_detector():
+    from argparse import Namespace
+
+    from frieren.training.run import check_detector_clips
+
+    base = dict(synthetic=600, synthetic_seed=1000, flow_clips=0, flow_synthetic_seed=None, data_dir=None,
+                presence_detector_steps=6000, presence_detector_clips=1200)
+    check_detector_clips(Namespace(**base))
+    for change, message in (({"presence_detector_clips": -1}, "must be 0"),
+                            ({"presence_detector_steps": 0}, "needs --presence-detector-steps"),
+                            ({"data_dir": "clips/"}, "drop --presence-detector-clips")):
+        with pytest.raises(SystemExit, match=message):
+            check_detector_clips(Namespace(**{**base, **change}))

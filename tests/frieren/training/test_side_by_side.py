@@ -138,25 +138,31 @@ def test_the_presence_detector_trains_beside_the_flow_stages_with_the_sequential
                                                                                         caplog):
     """--side-by-side with a presence detector and truth channels: the detector trains in a second
     process while the flow stages run (they cache the CAVP's features alone and read the world's truth
-    in the channels); detector, threshold, flow stages and bundle are those of the sequential run."""
+    in the channels); detector, threshold, flow stages and bundle are those of the sequential run. The
+    detector's own clips (--presence-detector-clips) are rendered while the CAVP trains."""
     import json
     import logging
 
     from frieren.checkpoints import load_bundle
 
     detector = ("--presence-channel", "--presence-slots", "4", "--presence-detector-steps", "2",
-                "--presence-channel-train", "truth", "--presence-validation-clips", "1")
+                "--presence-channel-train", "truth", "--presence-validation-clips", "1", "--presence-detector-clips", "1")
     seq, par = tmp_path / "seq", tmp_path / "par"
     assert train_cli.main(tiny_recipe_args(seq, tmp_path / "b_seq", *detector)) == 0
     with caplog.at_level(logging.INFO, logger="frieren.train"):
         assert train_cli.main(tiny_recipe_args(par, tmp_path / "b_par", "--side-by-side", *detector)) == 0
     assert "presence detector runs side by side" in caplog.text
+    assert "presence detector's 1 own clips and their onsets made" in caplog.text
+    for d in (seq, par):   # the seeds right after the run's two clips (7, 8), with the world's onsets
+        assert json.loads((d / "cache_detector" / "source.json").read_text())["seed0"] == 9
+        assert len(json.loads((d / "cache_detector" / "onsets.json").read_text())["onsets"]) == 1
     for stage in ("cfm", "reflow", "distill"):
         a, b = _state(seq / stage / "final.pt"), _state(par / stage / "final.pt")
         assert a.keys() == b.keys()
         for k in a:
             assert torch.equal(a[k], b[k]), f"{stage}: {k} differs"
     kept = [torch.load(d / "cavp" / "presence_detector.pt", weights_only=True) for d in (seq, par)]
+    assert kept[0]["info"]["detector_clips"] == kept[1]["info"]["detector_clips"] == 1
     for k in kept[0]["net"]:
         assert torch.equal(kept[0]["net"][k], kept[1]["net"][k]), f"detector: {k} differs"
     thresholds = [json.loads((d / "cavp" / "presence_threshold.json").read_text()) for d in (seq, par)]
