@@ -13,7 +13,7 @@ with the same windows (every ``--stride`` frames), batch size and batch order fo
 the two numbers differ only by the data. A held-out loss far above the training loss means
 the CAVP memorises its training clips: more clips, not more steps, is then the lever.
 
-    python benchmarks/cavp_generalisation.py runs/default_v12/cavp/final.pt --run-dir runs/default_v12
+    python benchmarks/cavp_generalisation.py runs/default/cavp/final.pt --run-dir runs/default
 
 Each checkpoint is a CAVP stage's ``final.pt`` or a copy of its ``ckpt.pt`` taken mid-run. A
 ``ckpt.pt`` holds that step's live weights only for a stage trained without ``--cavp-ema``; one

@@ -22,7 +22,7 @@ on the first ``--train-clips`` clips, scored on the rest:
 ``--raw-baseline`` adds the same probes on raw pixels (each frame and its difference to the
 previous one, average-pooled to 8x8): what a linear read-out of the input itself reaches.
 
-    python benchmarks/cavp_probe.py runs/default_v12/cavp/final.pt [more checkpoints] [--raw-baseline] [--json out.json]
+    python benchmarks/cavp_probe.py runs/default/cavp/final.pt [more checkpoints] [--raw-baseline] [--json out.json]
     python benchmarks/cavp_probe.py frieren/assets/default      # a bundle: its video branch (no event head)
 
 Measured with it (48 clips, 32 to train): material 0.34 for the CAVP with the onset and

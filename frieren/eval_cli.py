@@ -5,7 +5,7 @@ per (model, steps) with onset sync P/R/F1 and mean offset at ±45 and ±125 ms, 
 accuracy, Fréchet distances, mel L1 and generation time per window (see
 :mod:`frieren.eval.table` for the definitions).
 
-    bash scripts/train_default.sh     # also writes runs/default_v12/bundle_cfm and bundle_reflow
+    bash scripts/train_default.sh     # also writes runs/default/bundle_cfm and bundle_reflow
     frieren eval --clips 64 --classifier-clips 80 --out docs/eval
 
 A model whose bundle is not given (teacher, reflow) or missing is skipped; the distilled
@@ -25,7 +25,7 @@ from typing import List, Optional
 log = logging.getLogger("frieren.eval")
 
 # Run folder of scripts/train_default.sh (the shipped model's recipe).
-DEFAULT_RUN = "runs/default_v12"
+DEFAULT_RUN = "runs/default"
 
 
 def _steps(text: str) -> List[int]:

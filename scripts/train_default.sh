@@ -9,85 +9,9 @@
 # bundle. All seeds are fixed and a rerun with the same thread count on the same kind of CPU gives
 # bit-identical weights (also with --side-by-side, which also trains the presence detector beside the
 # flow stages: each stage seeds itself); an interrupted run resumes (finished stages are skipped).
-# The shipped model is v14 (2026-12-06): v13's recipe below with --seed 1 instead of 0 (initialisation, batches and
-# noise of every stage; the same 600 clips), made by this script (commit 2d2eba7 with `--seed 1` appended):
-# `RUN_DIR=runs/v13s1 OUT=runs/v13s1_bundle bash scripts/train_default.sh --no-progress --seed 1`, its clip cache
-# hard-linked from runs/v13 (the clips depend on --synthetic-seed, not --seed), 64.3 min in one go with a
-# fresh-clone CI run on the same two cores for 18 of them (VAE 37.5 beside the CAVP 47.6; onsets and latents 1.0;
-# the detector beside the flow stages 16.2: CFM 7.7, pairs 1.5, reflow 3.4, distill 2.6). Of the two bfloat16
-# draws, seed 1 scored better on the held-out clips (F1 +-125 0.820 vs 0.799, material 0.684 vs 0.659, FD 3.15
-# vs 2.99) and its presence detector on the validation clips (F1 +-125 0.849 vs 0.841); both are reported in
-# docs/eval/experiments/bf16_recipe/. v13 (seed 0) is docs/eval/previous_model_v13/.
-# v13 (2026-12-06): v12's recipe with bfloat16 autocast for the CAVP video backbone, the
-# presence detector and the flow stages (--bf16 ..., below; weights, optimiser, heads and losses stay float32) and the
-# detector in channels-last layout, made by this script from nothing in one go in 63.5 min on this 2-core AMD EPYC
-# with AVX512_BF16, nothing else running: `RUN_DIR=runs/v13 OUT=runs/v13_bundle bash scripts/train_default.sh
-# --no-progress` (clips 2.5 min; VAE 29.7 beside the CAVP 42.2 at 0.32 s per step; onsets and latents 3.1; the
-# detector 14.3 beside the flow stages 15.1: CFM 7.9, pairs 1.4, reflow 3.3, distill 2.5; bundles 0.5). The part
-# after the CAVP, rerun by this script on a fresh copy of that run's clips, VAE and CAVP (runs/v13chk), gave the same
-# distilled bundle byte for byte and the same detector, pairs and flow weights (torch.equal). On a CPU without native bfloat16 kernels the script trains in float32, which
-# takes longer (about 86 min on this CPU, estimated from docs/eval/experiments/cavp_length/) and gives other weights.
-# Against v12r (v12's flow stages retrained by this script at commit 8760d91, float32, the later stages with AVX2
-# kernels; docs/eval/previous_model_v12r/): F1 +-45 0.716 vs 0.724, +-125 0.799 vs 0.809, material 0.659 vs 0.684,
-# FD (log-mel) 2.99 vs 2.46. docs/eval/experiments/bf16_recipe/.
-# v12 (2026-12-05): v11's recipe with the presence channel in four 32 ms slots per frame,
-# decided by a detector of its own (--presence-slots 4 --presence-detector-steps 6000, now in the command below).
-# It was made in two steps with v11's VAE and CAVP adopted from v11's bundle (--cavp-from is new at 69a85f7;
-# v11's VAE and CAVP are what this script's VAE and CAVP stages gave for v11, below, and the new flags act only
-# after them, so only their training time was skipped; like v11, v12 has not been made from nothing with the
-# CAVP stage included): (1) this script at commit 69a85f7 with `RUN_DIR=runs/v12c OUT=runs/v12c_bundle bash
-# scripts/train_default.sh --no-progress --vae-from frieren/assets/default --cavp-from frieren/assets/default
-# --presence-slots 4 --presence-detector-steps 3000` (v11 then shipped): 68 min beside a --seed 1 run of the same
-# command and for 13 min the test suite (clips 3.8 min, onsets and slot head 5.3, detector 22.5 at 0.45 s per
-# step, threshold 0.5, latents 2.0, CFM 16.1, pairs 3.4, reflow 7.8, distill 6.3); (2) that run's stages hard-
-# linked into runs/v12d6k, its detector checkpoint at step 3000 continued to 6000 (`--presence-detector-steps
-# 6000`; the same as 6000 steps from the start: constant learning rates, and the checkpoint keeps the optimiser
-# and the window sampler's state), 20.9 min beside the test suite. The flow stages read the world's truth in
-# the channel, not the detector (the rebuilt latent cache differed from (1)'s only in the four channel columns,
-# which truth training replaces), so they were kept; threshold and latents 2.5 min.
-# From nothing (2026-12-05, `RUN_DIR=runs/fresh_v12 ... --vae-from frieren/assets/default`): the CAVP stage did NOT
-# give v11's CAVP bit for bit on that day's CPU (AVX2; v11's was trained on an AVX-512 one), though the code and
-# flags give the same weights (a 30-step check against the code at a7d9d85) and its probes match v11's
-# (docs/eval/experiments/recipe_from_nothing/): weights are reproducible on one kind of CPU, not across kinds.
-# From nothing on an AVX-512 CPU, VAE included (2026-12-06, `RUN_DIR=runs/fresh_v12 ... --no-progress`, stopped once
-# after the CAVP and resumed; docs/eval/experiments/recipe_from_nothing/): v12's VAE and CAVP bit for bit, not its
-# detector or flow stages, which were trained on 2026-12-05's AVX2 CPU, so no single kind of CPU gives v12 bit for
-# bit. Its model scored F1 +-125 0.798, +-45 0.723, material 0.682, FD 2.43 (not shipped). 95 min: clips 2.2, VAE 32.9
-# beside the CAVP 63.9, onsets and latents 2.6, then (since 68fa3a5, --side-by-side) the presence detector 25.4 min
-# beside the flow stages 25.0 (CFM 11.8, pairs 2.6, reflow 5.8, distill 4.8); the part after the CAVP rerun from
-# that run's clips, VAE and CAVP gave the same detector and bundles byte for byte (31.3 min).
-# The earlier shipped model, v11 (2026-12-05): v10's recipe with the CAVP presence head and the generator's
-# presence channel (--cavp-presence-weight 1 --presence-channel --presence-channel-train truth, now in the
-# command below). Its CAVP was trained by this script at commit a7d9d85 plus --cavp-presence-weight 1
-# (`RUN_DIR=runs/pr1 ...`, v10's clip cache and VAE, which is v9's, hard-linked: CAVP 57.4 min beside
-# another run), its flow stages by this script at e4b63e3 plus the three flags (`RUN_DIR=runs/pc1t ...`,
-# that clip cache, VAE and CAVP hard-linked: the threshold's 48 validation clips 0.4 min and latents 1.2
-# in a sister run, CFM 20.4, pairs 3.8, reflow 7.3, distill 5.5 min beside one or two other runs). Every stage before the flags'
-# takes them as this command now gives them. This script, unchanged (commit 471a7af), rerun on v11's clips,
-# VAE and CAVP (hard links in runs/v11check) reproduced the threshold, the shipped weights and the cfm and
-# reflow bundles bit-identically (`cmp`; threshold 0.4 min, latents 1.1, CFM 11.1, pairs 2.0, reflow 5.3,
-# distill 4.2 min, nothing else running). A run from nothing, the CAVP stage included, has not been made
-# for v11 (v10's was, below).
-# The shipped model (v10) was made on 2026-12-04, 1 thread per process, by this script's command
-# with the VAE stage adopted from v9's bundle (`RUN_DIR=runs/aug_s0 OUT=runs/aug_s0_bundle bash
-# scripts/train_default.sh --no-progress --vae-from frieren/assets/default`, the script as it stands
-# but for --cavp-flip 0.5 --cavp-shift 4 given on the command line). v9's VAE is this script's VAE
-# stage (v7's run trained it with these settings; the flags after it do not touch it), so only the
-# VAE's training time was skipped. Stage times, all beside a second run of the same recipe (`--seed
-# 1`) on the other core: rendering the clips 4.8 min, CAVP 64.7 min (0.485 s per step), latents
-# 1.0, CFM 12.5, pairs 3.5, reflow 6.2, distill 5.0 min: 98 min with every stage sharing the two
-# cores. This script, unchanged, rerun on that run's clips, VAE and CAVP (hard links in
-# runs/default_v10) reproduced the shipped weights and the cfm and reflow bundles bit-identically
-# (CFM 14.0, pairs 2.9, reflow 6.0, distill 5.0 min alone). From nothing (the VAE trains beside the CAVP) it
-# was rerun unchanged later that day (`RUN_DIR=runs/fresh_v10 OUT=runs/fresh_v10_bundle bash scripts/train_default.sh
-# --no-progress`): the VAE (= v9's), the CAVP, the cfm and reflow bundles and the shipped weights came out
-# bit-identical, in 116.8 min with one or two other jobs sharing the two cores most of the time (clips 3.0, VAE 44.3
-# beside the CAVP, CAVP 85.9 at 0.644 s per step, latents 1.0, CFM 12.6, pairs 3.6, reflow 5.7, distill 4.7 min).
-# On that day's CPU both runs took well over the hour the recipe aims at; it was not timed there without
-# other jobs. (v9's run from nothing on 2026-11-29,
-# same stages without augmentation, which costs 2-3 % of a CAVP step: 63.5 min on that day's CPU;
-# clips 1.6, VAE 16.1, CAVP 45.4 beside the VAE, latents 0.7, CFM 7.1, pairs 2.5, reflow 3.4,
-# distill 2.7). v9's own provenance: docs/eval/previous_model_v9/table.md and this file's history.
+# The shipped model is v14 (2026-12-06, seed 1 of the bfloat16 recipe).
+# On a CPU without native bfloat16 kernels (AVX512_BF16 or AMX) the script trains in float32: about 86 min here,
+# and other weights. How v14 and every earlier shipped model were made: docs/eval/model_history.md.
 #
 #   bash scripts/train_default.sh                 # -> frieren/assets/default (+ $RUN_DIR/bundle_cfm, bundle_reflow)
 #   .venv/bin/frieren eval --clips 64 --classifier-clips 80 --out docs/eval    # the Table-2 style table
@@ -191,7 +115,7 @@
 # last bits, as float reductions are ordered differently).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUN_DIR=${RUN_DIR:-runs/default_v12}
+RUN_DIR=${RUN_DIR:-runs/default}
 OUT=${OUT:-frieren/assets/default}
 CLIPS=600   # synthetic seeds 1000..1599
 THREADS=${FRIEREN_TRAIN_THREADS:-1}

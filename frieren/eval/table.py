@@ -64,7 +64,7 @@ class EvalConfig:
     seed0: int = 900000
     classifier_clips: int = 60
     fd_embeddings: Sequence[str] = ("cavp", "logmel")
-    cavp_checkpoint: Optional[str] = "runs/default_v12/cavp/final.pt"
+    cavp_checkpoint: Optional[str] = "runs/default/cavp/final.pt"
     device: str = "cpu"
     vocoder_row: bool = True
     # Diagnostic rows: each model with the presence channel again, the channel set to the world's
